@@ -1,0 +1,72 @@
+"""Image helpers: validation of editor outputs, canonical PNG bytes, content hashes."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+
+class BadImageError(ValueError):
+    """An object that is not a usable image."""
+
+
+def as_rgb_image(obj: Any, what: str = "image") -> Image.Image:
+    """Return ``obj`` as an RGB PIL image, or raise :class:`BadImageError` saying why not.
+
+    Accepts PIL images and HxWx3 / HxW uint8 (or 0..1 float) numpy arrays.
+    """
+    if obj is None:
+        raise BadImageError(f"{what} is None")
+    if isinstance(obj, Image.Image):
+        img = obj
+    else:
+        import numpy as np
+
+        if not isinstance(obj, np.ndarray):
+            raise BadImageError(f"{what} is a {type(obj).__name__}, not a PIL image or numpy array")
+        arr = obj
+        if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (1, 3, 4)):
+            raise BadImageError(f"{what} has array shape {arr.shape}; expected HxW or HxWx3")
+        if arr.dtype != np.uint8:
+            if not np.issubdtype(arr.dtype, np.floating) or not np.isfinite(arr).all():
+                raise BadImageError(f"{what} has dtype {arr.dtype} or non-finite values")
+            arr = (np.clip(arr, 0, 1) * 255 + 0.5).astype(np.uint8)
+        if arr.ndim == 3 and arr.shape[2] == 1:
+            arr = arr[..., 0]
+        if arr.size == 0:
+            raise BadImageError(f"{what} is empty ({arr.shape})")
+        img = Image.fromarray(arr)
+    if img.width == 0 or img.height == 0:
+        raise BadImageError(f"{what} is {img.width}x{img.height}")
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def png_bytes(img: Image.Image) -> bytes:
+    """Deterministic PNG encoding (no metadata), so equal pixels give equal bytes and hashes."""
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=False, compress_level=6)
+    return buf.getvalue()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def image_hash(img: Image.Image) -> str:
+    return sha256_bytes(png_bytes(img))
+
+
+def load_image(path: str | Path, what: str = "image") -> Image.Image:
+    p = Path(path)
+    if not p.is_file():
+        raise BadImageError(f"{what}: no such file {p}")
+    try:
+        with Image.open(p) as im:
+            im.load()
+            return as_rgb_image(im, what)
+    except (OSError, SyntaxError) as e:
+        raise BadImageError(f"{what}: cannot read {p}: {e}") from e

@@ -1,0 +1,61 @@
+"""The judge protocol.
+
+A judge has a ``Config`` (a :class:`JudgeConfig` subclass), declares the ``metrics`` it
+produces, and implements :meth:`Judge.score`: a batch of :class:`JudgeRequest` in, one list
+of :class:`Judgement` per request out (one judgement per metric). A judge that cannot score a
+turn returns ``Judgement.unscored(metric, reason)``, never a made-up number. Register it under
+the ``micebench.judges`` entry-point group.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, ClassVar
+
+from micebench import registry
+from micebench.options import AdapterConfig, build_config
+from micebench.spec import Judgement, JudgeRequest
+
+
+class JudgeConfig(AdapterConfig):
+    """Options shared by every judge (none yet); subclass to add an adapter's own."""
+
+
+class Judge:
+    Config: ClassVar[type[JudgeConfig]] = JudgeConfig
+    metrics: ClassVar[tuple[str, ...]] = ()
+    name: ClassVar[str] = ""
+    #: Bump when the judge's scoring changes, so old cached judgements are not reused.
+    version: ClassVar[str] = "1"
+
+    def __init__(self, config: JudgeConfig | None = None) -> None:
+        self.config = config if config is not None else self.Config()
+
+    def score(self, requests: list[JudgeRequest]) -> list[list[Judgement]]:
+        raise NotImplementedError(f"{type(self).__name__} must implement score()")
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name or type(self).__name__,
+            "version": self.version,
+            "metrics": list(self.metrics),
+            "config": self.config.model_dump(mode="json"),
+        }
+
+    @property
+    def key(self) -> str:
+        """Identifies the judge and its configuration; judgements are stored under it."""
+        blob = json.dumps(self.describe(), sort_keys=True).encode()
+        return f"{self.name}-{hashlib.sha256(blob).hexdigest()[:12]}"
+
+    def close(self) -> None:
+        """Free resources."""
+
+
+def create_judge(name: str, options: dict[str, Any] | None = None) -> Judge:
+    cls = registry.load("judges", name)
+    config = build_config(cls.Config, options or {}, where=f"judge {name!r}")
+    judge = cls(config)
+    judge.name = name
+    return judge

@@ -1,0 +1,1 @@
+"""Suites: where sessions come from (synthetic scenes, YAML files, MICE/EdiVal JSONL)."""
