@@ -8,6 +8,7 @@ is one way in. Nothing is imported until a name is looked up.
 from __future__ import annotations
 
 import difflib
+import importlib
 from functools import cache
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
@@ -38,8 +39,13 @@ def describe(kind: str) -> list[tuple[str, str]]:
 
 
 def load(kind: str, name: str) -> Any:
-    """Import and return the object registered under ``name``; a typo gets a suggestion."""
+    """Import and return the object registered under ``name``; a typo gets a suggestion.
+
+    ``module.path:Attr`` is accepted too, for adapters that are not (yet) registered.
+    """
     eps = _entry_points(GROUPS[kind])
+    if name not in eps and ":" in name:
+        return _load_path(name)
     if name not in eps:
         singular = kind.rstrip("s")
         close = difflib.get_close_matches(name, list(eps), n=3, cutoff=0.5)
@@ -48,3 +54,15 @@ def load(kind: str, name: str) -> Any:
             f"no {singular} named {name!r}.{hint} Installed: {', '.join(sorted(eps)) or 'none'}."
         )
     return eps[name].load()
+
+
+def _load_path(spec: str) -> Any:
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise UnknownNameError(f"cannot import {module_name!r} (from {spec!r}): {e}") from e
+    try:
+        return getattr(module, attr)
+    except AttributeError as e:
+        raise UnknownNameError(f"module {module_name!r} has no attribute {attr!r}") from e

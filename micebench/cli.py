@@ -1,0 +1,292 @@
+"""The ``micebench`` command line. Heavy modules are imported inside commands, so
+``micebench --help`` stays fast and never imports torch."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from micebench import __version__
+
+# Commands that live in their own modules, imported only when used: name -> "module:attr".
+LAZY_COMMANDS = {
+    "judge-check": "micebench.cli_judgecheck:judge_check",
+    "summary": "micebench.cli_results:summary",
+    "leaderboard": "micebench.cli_results:leaderboard",
+    "gate": "micebench.cli_results:gate",
+    "report": "micebench.cli_results:report",
+}
+
+EXIT_OK, EXIT_FAILED_TURNS, EXIT_USAGE = 0, 1, 2
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self._available()])
+
+    def _available(self) -> list[str]:
+        out = []
+        for name, target in LAZY_COMMANDS.items():
+            module = target.split(":")[0]
+            if importlib.util.find_spec(module) is not None:
+                out.append(name)
+        return out
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in LAZY_COMMANDS and name in self._available():
+            module, attr = LAZY_COMMANDS[name].split(":")
+            return getattr(importlib.import_module(module), attr)
+        return super().get_command(ctx, name)
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> None:
+    click.secho(f"error: {message}", fg="red", err=True)
+    sys.exit(code)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="micebench")
+def main() -> None:
+    """micebench: evaluate multi-turn in-context image editors.
+
+    \b
+    Quick start (no GPU, no downloads):
+      micebench run --suite synth --model synth-context
+    Then look at the per-turn table in runs/<run_id>/turns.csv.
+    """
+
+
+def _pairs(values: tuple[str, ...], flag: str) -> dict[str, Any]:
+    from micebench.options import OptionsError, parse_pairs
+
+    try:
+        return parse_pairs(values, flag)
+    except OptionsError as e:
+        fail(str(e))
+        raise  # unreachable: fail() exits
+
+
+def _judge_specs(judges: tuple[str, ...], judge_opts: tuple[str, ...], judge_configs: tuple[str, ...]) -> list:
+    """Combine --judge, -J and --judge-config into [(name, options)], explicit -J winning."""
+    from micebench.options import OptionsError, read_yaml_mapping
+
+    specs: dict[str, dict[str, Any]] = {name: {} for name in judges}
+    for path in judge_configs:
+        try:
+            data = read_yaml_mapping(path)
+        except OptionsError as e:
+            fail(str(e))
+        name = data.pop("judge", None)
+        if name is None:
+            if len(specs) != 1:
+                fail(f"{path}: add a 'judge: NAME' key to say which judge this file configures")
+            name = next(iter(specs))
+        specs.setdefault(name, {}).update(data)
+    for key, value in _pairs(judge_opts, "-J").items():
+        prefix, dot, rest = key.partition(".")
+        if dot and prefix in specs:
+            specs[prefix][rest] = value
+        elif len(specs) == 1:
+            specs[next(iter(specs))][key] = value
+        else:
+            fail(f"-J {key}=...: with several judges, write -J JUDGE.{key}=VALUE (judges: {', '.join(specs)})")
+    return list(specs.items())
+
+
+def _default_judges(suite_name: str) -> tuple[str, ...]:
+    return ("scene", "pixel") if suite_name == "synth" else ("pixel",)
+
+
+@main.command()
+@click.option("--suite", "suite_spec", metavar="SUITE", help="Registered suite name, .yaml/.jsonl file, or folder "
+              "with test_metadata.jsonl.  [default: synth]")
+@click.option("-S", "suite_opts", multiple=True, metavar="KEY=VALUE", help="Suite option, e.g. -S n=50 -S turns=5.")
+@click.option("--model", "models", multiple=True, metavar="EDITOR",
+              help="Editor name (see `micebench list editors`); repeat to run several, one run directory each.")
+@click.option("-M", "model_opts", multiple=True, metavar="KEY=VALUE", help="Editor option (validated by the editor).")
+@click.option("--model-config", type=click.Path(dir_okay=False), help="YAML file of editor options (-M wins).")
+@click.option("--judge", "judges", multiple=True, metavar="JUDGE",
+              help="Judge name; repeatable.  [default: scene+pixel on synth, pixel elsewhere]")
+@click.option("-J", "judge_opts", multiple=True, metavar="[JUDGE.]KEY=VALUE", help="Judge option.")
+@click.option("--judge-config", "judge_configs", multiple=True, type=click.Path(dir_okay=False),
+              help="YAML judge options; a 'judge: NAME' key says which judge it configures.")
+@click.option("--no-judge", is_flag=True, help="Edit only; score later with `micebench score`.")
+@click.option("--out", default="runs", show_default=True, type=click.Path(file_okay=False),
+              help="Folder that receives one run directory per editor.")
+@click.option("--run-name", help="Name of the run directory (default: time-suite-editor-random).")
+@click.option("--limit", type=click.IntRange(min=1), help="Only the first N sessions.")
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
+@click.option("--turn-timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="A turn that takes longer becomes an error row.")
+@click.option("--image-root", type=click.Path(file_okay=False, exists=True), help="Where the suite's images are.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed passed to suites, editors and judges "
+              "that take one.")
+@click.option("--resume", "resume_dir", type=click.Path(file_okay=False, exists=True),
+              help="Finish an interrupted run directory (all other options come from its manifest).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+def run(suite_spec, suite_opts, models, model_opts, model_config, judges, judge_opts, judge_configs, no_judge, out,
+        run_name, limit, batch_size, turn_timeout, image_root, seed, resume_dir, quiet) -> None:
+    """Edit every turn of a suite with an editor, then score it with judges.
+
+    Writes runs/<run_id>/ (manifest.json, run.sqlite, images/, turns.parquet, turns.csv) and prints
+    IF / CC / GA per turn index. Exit code: 0 all turns edited, 1 some turns failed (see the
+    table's status and error columns), 2 bad usage or a malformed suite.
+    """
+    from micebench.evaluate import resume_run, start_run
+    from micebench.options import OptionsError, read_yaml_mapping
+    from micebench.registry import UnknownNameError
+    from micebench.runner import RunSettings
+    from micebench.store import RunStoreError
+    from micebench.suites.base import SuiteData, SuiteError
+    from micebench.suites.resolve import load_suite
+
+    if resume_dir:
+        try:
+            result = resume_run(resume_dir, progress=not quiet)
+        except (RunStoreError, UnknownNameError, OptionsError) as e:
+            fail(str(e))
+        _print_summaries([result])
+        sys.exit(EXIT_FAILED_TURNS if result.failed_turns else EXIT_OK)
+
+    suite_spec = suite_spec or "synth"
+    if not models:
+        fail("give an editor with --model (see `micebench list editors`)")
+    try:
+        suite = load_suite(suite_spec, {**_pairs(suite_opts, "-S"), **({"seed": seed} if suite_spec == "synth"
+                                                                      and "seed=" not in " ".join(suite_opts) else {})},
+                           Path(image_root) if image_root else None)
+    except (SuiteError, OptionsError, UnknownNameError) as e:
+        fail(str(e))
+    if limit:
+        suite = SuiteData(suite.name, suite.version, suite.sessions[:limit], suite.source,
+                          {**suite.options, "limit": limit})
+    editor_opts: dict[str, Any] = {}
+    if model_config:
+        try:
+            editor_opts.update(read_yaml_mapping(model_config))
+        except OptionsError as e:
+            fail(str(e))
+    editor_opts.update(_pairs(model_opts, "-M"))
+    judge_specs = [] if no_judge else _judge_specs(judges or _default_judges(suite.name), judge_opts, judge_configs)
+    if run_name and len(models) > 1:
+        fail("--run-name names one run directory; with several --model, leave it out")
+    settings = RunSettings(batch_size=batch_size, turn_timeout=turn_timeout, progress=not quiet)
+    command_line = " ".join(shlex.quote(a) for a in ["micebench", *sys.argv[1:]])
+    results = []
+    for model in models:
+        if len(models) > 1:
+            click.secho(f"== {model}", bold=True, err=True)
+        try:
+            results.append(start_run(suite, model, editor_opts, judge_specs, out=out, run_name=run_name,
+                                     settings=settings, seed=seed, command_line=command_line))
+        except (OptionsError, UnknownNameError, RunStoreError) as e:
+            fail(str(e))
+    _print_summaries(results)
+    sys.exit(EXIT_FAILED_TURNS if any(r.failed_turns for r in results) else EXIT_OK)
+
+
+def _print_summaries(results) -> None:
+    from micebench.quicklook import turn_summary
+
+    for r in results:
+        click.echo(turn_summary(r.run_dir))
+        click.echo("")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
+@click.option("--judge", "judges", multiple=True, required=True, metavar="JUDGE", help="Judge name; repeatable.")
+@click.option("-J", "judge_opts", multiple=True, metavar="[JUDGE.]KEY=VALUE", help="Judge option.")
+@click.option("--judge-config", "judge_configs", multiple=True, type=click.Path(dir_okay=False))
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
+@click.option("-q", "--quiet", is_flag=True)
+def score(run_dir, judges, judge_opts, judge_configs, batch_size, quiet) -> None:
+    """Score a run's stored images again (another judge, a new judge version) without editing.
+
+    Judgements already stored for the same judge configuration are kept, so an interrupted
+    scoring run picks up where it stopped.
+    """
+    from micebench.evaluate import score_run
+    from micebench.options import OptionsError
+    from micebench.registry import UnknownNameError
+    from micebench.runner import RunSettings
+    from micebench.store import RunStoreError
+
+    try:
+        result = score_run(run_dir, _judge_specs(judges, judge_opts, judge_configs),
+                           RunSettings(batch_size=batch_size, progress=not quiet))
+    except (RunStoreError, UnknownNameError, OptionsError) as e:
+        fail(str(e))
+    _print_summaries([result])
+
+
+@main.command("list")
+@click.argument("kind", type=click.Choice(["editors", "judges", "suites"]))
+def list_cmd(kind: str) -> None:
+    """Show installed editors, judges or suites (third-party adapters included)."""
+    from micebench.registry import describe
+
+    rows = describe(kind)
+    width = max((len(n) for n, _ in rows), default=0)
+    for name, target in rows:
+        click.echo(f"{name.ljust(width)}  {target}")
+
+
+@main.command()
+@click.argument("path")
+@click.option("-S", "suite_opts", multiple=True, metavar="KEY=VALUE", help="Suite option.")
+@click.option("--image-root", type=click.Path(file_okay=False, exists=True))
+@click.option("--no-images", is_flag=True, help="Do not require the source images to exist.")
+def validate(path, suite_opts, image_root, no_images) -> None:
+    """Check a suite (file, folder or registered name) and say what is wrong, where.
+
+    Exit code 0 when valid, 2 otherwise.
+    """
+    from collections import Counter
+
+    from micebench.options import OptionsError
+    from micebench.registry import UnknownNameError
+    from micebench.suites.base import SuiteError
+    from micebench.suites.resolve import load_suite
+
+    try:
+        suite = load_suite(path, _pairs(suite_opts, "-S"), Path(image_root) if image_root else None,
+                           check_images=not no_images)
+    except (SuiteError, OptionsError, UnknownNameError) as e:
+        fail(str(e))
+    turns = sum(len(s.turns) for s in suite.sessions)
+    click.echo(f"{suite.name} (version {suite.version}): {len(suite.sessions)} sessions, {turns} turns")
+    by_subset = Counter(s.subset or "-" for s in suite.sessions)
+    for subset, n in sorted(by_subset.items()):
+        click.echo(f"  subset {subset}: {n} sessions")
+        max_t = max(len(s.turns) for s in suite.sessions if (s.subset or "-") == subset)
+        for t in range(max_t):
+            c = Counter(s.turns[t].task_type for s in suite.sessions
+                        if (s.subset or "-") == subset and t < len(s.turns))
+            click.echo(f"    turn {t + 1}: " + ", ".join(f"{k} {v}" for k, v in sorted(c.items())))
+    invalid = [(s.id, t + 1, turn.metadata["invalid"]) for s in suite.sessions for t, turn in enumerate(s.turns)
+               if "invalid" in turn.metadata]
+    if invalid:
+        click.echo(f"  {len(invalid)} turns flagged invalid (kept, but they cannot be followed), e.g.:")
+        for sid, t, why in invalid[:3]:
+            click.echo(f"    {sid} turn {t}: {why}")
+
+
+@main.command()
+def schema() -> None:
+    """Print the JSON Schema of YAML suite files."""
+    import json
+
+    from micebench.suites.yaml_suite import suite_json_schema
+
+    click.echo(json.dumps(suite_json_schema(), indent=2))
+
+
+if __name__ == "__main__":
+    main()

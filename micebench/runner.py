@@ -1,0 +1,293 @@
+"""The run loop: an edit phase (turn-synchronous batches), then a judge phase.
+
+Edit phase: for turn t = 1, 2, ..., every session whose turn t-1 succeeded gets turn t, in
+batches of ``batch_size``; a session whose earlier turn failed has its later turns recorded
+as ``skipped``. Each batch's rows are committed together, so a crash loses at most the batch
+in flight and a resumed run skips every finished turn.
+
+Judge phase: each judge scores every successful turn it has not scored yet, in batches. A
+judge that raises, or returns the wrong shape, gives ``unscored`` judgements naming why.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from micebench.editors.base import Editor
+from micebench.images import BadImageError, as_rgb_image, load_image
+from micebench.judges.base import Judge
+from micebench.spec import EditRequest, EditResult, Judgement, JudgeRequest, Session
+from micebench.store import RunStore, TurnRecord
+
+
+class EditorTimeout(TimeoutError):
+    pass
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    batch_size: int = 8
+    turn_timeout: float | None = None  # seconds per turn; a batch gets batch_len * turn_timeout
+    progress: bool = True
+
+
+@dataclass
+class EditSummary:
+    done: int = 0
+    errors: int = 0
+    skipped: int = 0
+
+
+def _chunks(items: Sequence[Any], n: int) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(items), n):
+        yield items[i : i + n]
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="turn", disable=not enabled or total == 0, leave=True, dynamic_ncols=True)
+
+
+def call_with_timeout(fn: Callable[[Any], Any], arg: Any, timeout: float | None) -> Any:
+    """Run ``fn(arg)``; raise :class:`EditorTimeout` if it takes longer than ``timeout`` seconds.
+
+    A Python thread cannot be killed: an editor that hangs is left running in a daemon thread
+    and its eventual result is discarded. Editors that can hang should be made to time out
+    themselves (e.g. a request timeout); this is the harness's last line of defence.
+    """
+    if timeout is None:
+        return fn(arg)
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["result"] = fn(arg)
+        except BaseException as e:  # handed to the caller below, never swallowed
+            box["error"] = e
+
+    th = threading.Thread(target=target, daemon=True, name="micebench-editor")
+    th.start()
+    th.join(timeout)
+    if th.is_alive():
+        raise EditorTimeout(f"editor did not return within {timeout:g} s")
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
+
+
+def _normalise_result(obj: Any) -> EditResult:
+    """Accept an EditResult (or a bare image, for convenience); anything else is an error."""
+    if isinstance(obj, EditResult):
+        return obj
+    try:
+        return EditResult(image=as_rgb_image(obj, "editor output"))
+    except BadImageError as e:
+        return EditResult(error=f"editor returned an unusable result: {e}")
+
+
+class Runner:
+    """Drives one run directory through the edit and judge phases."""
+
+    def __init__(self, store: RunStore, settings: RunSettings) -> None:
+        self.store = store
+        self.settings = settings
+
+    # -- edit phase ---------------------------------------------------------------
+    def edit(self, editor_factory: Callable[[], Editor]) -> EditSummary:
+        """Edit every pending turn. The editor is built only if there is something to edit."""
+        sessions = self.store.sessions()
+        records = self.store.turn_records()
+        total = sum(len(s.turns) for s in sessions)
+        summary = EditSummary()
+        editor: Editor | None = None
+        bar = _progress(total, "edit", self.settings.progress)
+        bar.update(len(records))
+        try:
+            for t in range(max((len(s.turns) for s in sessions), default=0)):
+                todo: list[Session] = []
+                skipped: list[TurnRecord] = []
+                for s in sessions:
+                    if t >= len(s.turns) or (s.id, t) in records:
+                        continue
+                    prev = records.get((s.id, t - 1)) if t else None
+                    if t == 0 or (prev is not None and prev.status == "ok"):
+                        todo.append(s)
+                    elif prev is not None:
+                        why = f"turn {t} {prev.status}" + (f": {prev.error}" if prev.error else "")
+                        skipped.append(TurnRecord(s.id, t, "skipped", error=why[:500]))
+                if skipped:
+                    self.store.write_turns(skipped)
+                    records.update({(r.session_id, r.turn): r for r in skipped})
+                    bar.update(len(skipped))
+                for batch in _chunks(todo, self.settings.batch_size):
+                    if editor is None:
+                        editor = editor_factory()
+                    new = self._edit_batch(editor, batch, t, records)
+                    self.store.write_turns(new)
+                    records.update({(r.session_id, r.turn): r for r in new})
+                    bar.update(len(new))
+        finally:
+            bar.close()
+            if editor is not None:
+                editor.close()
+        for r in records.values():
+            if r.status == "ok":
+                summary.done += 1
+            elif r.status == "error":
+                summary.errors += 1
+            elif r.status == "skipped":
+                summary.skipped += 1
+        return summary
+
+    def _edit_batch(
+        self, editor: Editor, batch: Sequence[Session], t: int, records: dict[tuple[str, int], TurnRecord]
+    ) -> list[TurnRecord]:
+        out: list[TurnRecord] = []
+        requests: list[EditRequest] = []
+        inputs: list[tuple[Session, str]] = []
+        for s in batch:
+            try:
+                req, input_hash = self._request(s, t, records)
+            except (BadImageError, OSError) as e:
+                out.append(TurnRecord(s.id, t, "error", error=f"input: {e}"))
+                continue
+            requests.append(req)
+            inputs.append((s, input_hash))
+        if not requests:
+            return out
+        started = time.perf_counter()
+        timeout = self.settings.turn_timeout * len(requests) if self.settings.turn_timeout else None
+        try:
+            results = call_with_timeout(editor.edit, requests, timeout)
+            if not isinstance(results, (list, tuple)) or len(results) != len(requests):
+                got = len(results) if isinstance(results, (list, tuple)) else type(results).__name__
+                raise TypeError(f"editor returned {got} results for {len(requests)} requests")
+            batch_error = None
+        except EditorTimeout as e:
+            batch_error = f"timeout: {e} (turn timeout {self.settings.turn_timeout:g} s x {len(requests)})"
+        except Exception as e:  # an editor's failure becomes error rows; the run goes on
+            batch_error = f"editor raised {type(e).__name__}: {e}"
+        elapsed = time.perf_counter() - started
+        per_turn = elapsed / len(requests)
+        for i, (s, input_hash) in enumerate(inputs):
+            if batch_error is not None:
+                out.append(TurnRecord(s.id, t, "error", error=batch_error[:2000], input_hash=input_hash,
+                                      seconds=per_turn))
+                continue
+            res = _normalise_result(results[i])
+            seconds = res.seconds if res.seconds is not None else per_turn
+            if res.error is not None:
+                out.append(TurnRecord(s.id, t, "error", error=str(res.error)[:2000], input_hash=input_hash,
+                                      seconds=seconds, extra=res.extra or None))
+                continue
+            try:
+                img = as_rgb_image(res.image, "editor output")
+            except BadImageError as e:
+                out.append(TurnRecord(s.id, t, "error", error=f"unusable output: {e}", input_hash=input_hash,
+                                      seconds=seconds))
+                continue
+            out.append(
+                TurnRecord(
+                    s.id,
+                    t,
+                    "ok",
+                    input_hash=input_hash,
+                    output_hash=self.store.put_image(img),
+                    effective_instruction=res.effective_instruction or s.turns[t].instruction,
+                    extra=res.extra or None,
+                    seconds=seconds,
+                )
+            )
+        return out
+
+    def _request(self, s: Session, t: int, records: dict[tuple[str, int], TurnRecord]) -> tuple[EditRequest, str]:
+        if t == 0:
+            source = load_image(s.source_image, f"session {s.id}: source image")
+            source_hash = self.store.put_image(source)
+        else:
+            source_hash = records[(s.id, 0)].input_hash or ""
+            source = self.store.get_image(source_hash)
+        prev = [records[(s.id, k)] for k in range(t)]
+        history_images = tuple(self.store.get_image(r.output_hash or "") for r in prev)
+        req = EditRequest(
+            session=s,
+            turn_index=t,
+            source_image=source,
+            history_instructions=tuple(turn.instruction for turn in s.turns[:t]),
+            history_effective=tuple(r.effective_instruction or s.turns[k].instruction for k, r in enumerate(prev)),
+            history_images=history_images,
+            instruction=s.turns[t].instruction,
+        )
+        input_hash = prev[-1].output_hash if prev else source_hash
+        return req, input_hash or ""
+
+    # -- judge phase ----------------------------------------------------------------
+    def judge(self, judges: Sequence[Judge]) -> dict[str, int]:
+        """Score every successful turn each judge has not scored; returns judgements written per judge."""
+        sessions = {s.id: s for s in self.store.sessions()}
+        records = self.store.turn_records()
+        ok = sorted((k for k, r in records.items() if r.status == "ok"), key=lambda k: (k[1], k[0]))
+        written: dict[str, int] = {}
+        for judge in judges:
+            done = self.store.judged_turns(judge.key)
+            todo = [k for k in ok if k not in done]
+            written[judge.name] = 0
+            bar = _progress(len(todo), f"judge {judge.name}", self.settings.progress)
+            try:
+                for batch in _chunks(todo, self.settings.batch_size):
+                    items = self._judge_batch(judge, [(sessions[sid], t) for sid, t in batch], records)
+                    self.store.write_judgements(judge.key, judge.name, items)
+                    written[judge.name] += len(items)
+                    bar.update(len(batch))
+            finally:
+                bar.close()
+        return written
+
+    def _judge_batch(
+        self, judge: Judge, batch: list[tuple[Session, int]], records: dict[tuple[str, int], TurnRecord]
+    ) -> list[tuple[str, int, Judgement]]:
+        requests = []
+        for s, t in batch:
+            src_hash = records[(s.id, 0)].input_hash or ""
+            out_hashes = tuple(records[(s.id, k)].output_hash or "" for k in range(t + 1))
+            requests.append(
+                JudgeRequest(
+                    session=s,
+                    turn_index=t,
+                    source_image=self.store.get_image(src_hash),
+                    outputs=tuple(self.store.get_image(h) for h in out_hashes),
+                    effective_instructions=tuple(
+                        records[(s.id, k)].effective_instruction or s.turns[k].instruction for k in range(t + 1)
+                    ),
+                    source_hash=src_hash,
+                    output_hashes=out_hashes,
+                )
+            )
+        try:
+            results = judge.score(requests)
+            if not isinstance(results, (list, tuple)) or len(results) != len(requests):
+                got = len(results) if isinstance(results, (list, tuple)) else type(results).__name__
+                raise TypeError(f"returned {got} results for {len(requests)} requests")
+            failure = None
+        except Exception as e:  # the judge's failure is recorded per metric, never as a score
+            results, failure = None, f"judge {judge.name} failed: {type(e).__name__}: {e}"
+        items: list[tuple[str, int, Judgement]] = []
+        for i, (s, t) in enumerate(batch):
+            got: dict[str, Judgement] = {}
+            if results is not None:
+                for j in results[i] if isinstance(results[i], (list, tuple)) else []:
+                    if isinstance(j, Judgement):
+                        got[j.metric] = j
+            for metric in judge.metrics or tuple(got):
+                j = got.get(metric)
+                if j is None:
+                    j = Judgement.unscored(metric, failure or f"judge {judge.name} returned no judgement for {metric}")
+                if not j.judge:
+                    j = j.model_copy(update={"judge": judge.name})
+                items.append((s.id, t, j))
+        return items

@@ -1,0 +1,140 @@
+"""Loader for MICE-Bench / EdiVal ``test_metadata.jsonl`` files.
+
+One JSON object per line and session; list fields hold one entry per turn (see
+``shared/mice-bench/PROTOCOL.md``). Image paths are relative to the subset folder (or to
+``--image-root``). Every problem is reported with file, line and field.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from micebench.spec import TASK_TYPES, Session, Turn
+from micebench.suites.base import SuiteData, SuiteError, resolve_inside
+
+METADATA_FILE = "test_metadata.jsonl"
+PER_TURN_FIELDS = ("task_type", "formatted_instruction", "bg_consistency", "unchanged_objects", "all_objects")
+SUITE_VERSION = "mice-1"
+
+
+def find_metadata(path: Path) -> Path:
+    if path.is_dir():
+        cand = path / METADATA_FILE
+        if not cand.is_file():
+            raise SuiteError(f"{path}: folder has no {METADATA_FILE}")
+        return cand
+    return path
+
+
+def load_mice_jsonl(
+    path: str | Path,
+    image_root: Path | None = None,
+    subset: str | None = None,
+    suite_name: str = "mice",
+    check_images: bool = True,
+) -> SuiteData:
+    """Load a MICE/EdiVal JSONL file (or a folder holding ``test_metadata.jsonl``).
+
+    ``subset`` defaults to the name of the file's folder (``cm`` or ``cu`` in MICE-Bench).
+    With ``check_images`` every source image must exist; the error lists how many are missing.
+    """
+    file = find_metadata(Path(path))
+    if not file.is_file():
+        raise SuiteError(f"{file}: no such file")
+    folder = file.parent
+    subset = subset if subset is not None else folder.name
+    bases = [folder] + ([image_root / subset, image_root] if image_root is not None else [])
+    sessions: list[Session] = []
+    seen: dict[str, int] = {}
+    missing: list[str] = []
+    with file.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{file}:{lineno}"
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise SuiteError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from e
+            session = _session(obj, where, subset, suite_name, bases)
+            if session.id in seen:
+                raise SuiteError(f"{where}: session id {session.id!r} repeats line {seen[session.id]}")
+            seen[session.id] = lineno
+            if check_images and not Path(session.source_image).is_file():
+                missing.append(f"{obj['image']} (line {lineno})")
+            sessions.append(session)
+    if not sessions:
+        raise SuiteError(f"{file}: no sessions")
+    if missing:
+        first = "\n  ".join(missing[:5])
+        looked = ", ".join(str(b) for b in bases)
+        raise SuiteError(
+            f"{file}: {len(missing)} of {len(sessions)} source images are missing (looked in {looked}); first:\n  "
+            f"{first}\nMICE-Bench distributes its images separately: unpack them and pass --image-root DIR."
+        )
+    return SuiteData(name=suite_name, version=SUITE_VERSION, sessions=tuple(sessions), source=str(file),
+                     options={"subset": subset})
+
+
+def _session(obj: Any, where: str, subset: str, suite_name: str, bases: list[Path]) -> Session:
+    if not isinstance(obj, dict):
+        raise SuiteError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    for key in ("image", "instruction", *PER_TURN_FIELDS):
+        if key not in obj:
+            raise SuiteError(f"{where}: missing field {key!r}")
+    instructions = obj["instruction"]
+    if not isinstance(instructions, list) or not instructions:
+        raise SuiteError(f"{where}: field 'instruction' must be a non-empty list")
+    n = len(instructions)
+    for key in PER_TURN_FIELDS:
+        if not isinstance(obj[key], list) or len(obj[key]) != n:
+            got = len(obj[key]) if isinstance(obj[key], list) else type(obj[key]).__name__
+            raise SuiteError(f"{where}: field {key!r} has {got} entries, 'instruction' has {n}")
+    if "turns" in obj and obj["turns"] != n:
+        raise SuiteError(f"{where}: field 'turns' is {obj['turns']} but there are {n} instructions")
+    if not isinstance(obj["image"], str) or not obj["image"]:
+        raise SuiteError(f"{where}: field 'image' must be a non-empty string")
+    image = resolve_inside(bases, obj["image"], f"{where}: field 'image'")
+    turns = []
+    for t in range(n):
+        if obj["task_type"][t] not in TASK_TYPES:
+            raise SuiteError(
+                f"{where}: field 'task_type'[{t}]: unknown task type {obj['task_type'][t]!r} "
+                f"(expected one of {', '.join(TASK_TYPES)})"
+            )
+        meta: dict[str, Any] = {}
+        formatted = obj["formatted_instruction"][t]
+        if obj["task_type"][t] == "text_change" and "'[]'" in str(formatted):
+            # Upstream defect (PROTOCOL.md section 6): an empty text target can never pass.
+            meta["invalid"] = "text_change with an empty '[]' target; this turn cannot be followed"
+        if "available_objects" in obj and isinstance(obj["available_objects"], list) and t < len(
+            obj["available_objects"]
+        ):
+            meta["available_objects"] = obj["available_objects"][t]
+        try:
+            turns.append(
+                Turn(
+                    instruction=instructions[t],
+                    task_type=obj["task_type"][t],
+                    formatted_instruction=formatted,
+                    unchanged_objects=tuple(obj["unchanged_objects"][t]),
+                    all_objects=tuple(obj["all_objects"][t]),
+                    bg_consistency=obj["bg_consistency"][t],
+                    metadata=meta,
+                )
+            )
+        except (ValidationError, TypeError) as e:
+            raise SuiteError(f"{where}: turn {t + 1}: {_first_error(e)}") from e
+    sid = f"{subset}/{Path(obj['image']).stem}" if subset else Path(obj["image"]).stem
+    return Session(id=sid, suite=suite_name, subset=subset, source_image=str(image), turns=tuple(turns))
+
+
+def _first_error(e: Exception) -> str:
+    if isinstance(e, ValidationError):
+        err = e.errors()[0]
+        return f"field {'.'.join(str(x) for x in err['loc'])!r}: {err['msg']}"
+    return str(e)

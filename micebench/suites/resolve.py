@@ -1,0 +1,50 @@
+"""Turn a ``--suite`` argument into sessions: a registered name, a YAML file, a JSONL file or a
+folder holding ``test_metadata.jsonl``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from micebench import registry
+from micebench.options import OptionsError, build_config
+from micebench.suites.base import SuiteData, SuiteError
+
+
+def load_suite(spec: str, options: dict[str, Any] | None = None, image_root: Path | None = None,
+               check_images: bool = True) -> SuiteData:
+    options = dict(options or {})
+    path = Path(spec)
+    looks_like_path = path.suffix in (".yaml", ".yml", ".jsonl") or "/" in spec or path.exists()
+    if looks_like_path:
+        if not path.exists():
+            raise SuiteError(f"{spec}: no such file or folder")
+        if path.suffix in (".yaml", ".yml"):
+            _no_options(options, spec)
+            from micebench.suites.yaml_suite import load_yaml_suite
+
+            return load_yaml_suite(path, image_root, check_images=check_images)
+        from micebench.suites.mice_jsonl import load_mice_jsonl
+
+        subset = options.pop("subset", None)
+        name = options.pop("name", "mice")
+        _no_options(options, spec)
+        return load_mice_jsonl(path, image_root, subset=subset, suite_name=name, check_images=check_images)
+    try:
+        cls = registry.load("suites", spec)
+    except registry.UnknownNameError as e:
+        raise SuiteError(f"{e} Or give a .yaml/.jsonl file or a folder with test_metadata.jsonl.") from e
+    try:
+        config = build_config(cls.Config, options, where=f"suite {spec!r}")
+    except OptionsError as e:
+        raise SuiteError(str(e)) from e
+    data = cls(config).load(image_root)
+    if not data.options:
+        data = SuiteData(data.name, data.version, data.sessions, data.source or f"registered:{spec}",
+                         config.model_dump(mode="json"))
+    return data
+
+
+def _no_options(options: dict[str, Any], spec: str) -> None:
+    if options:
+        raise SuiteError(f"{spec}: suite options {sorted(options)} are not understood by this kind of suite")
