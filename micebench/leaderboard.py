@@ -1,0 +1,272 @@
+"""Leaderboard CSVs: one row per (suite + version, subset, editor + config hash, judges + hash, micebench version).
+
+The schema is documented in leaderboards/README.md. What this module promises:
+
+* ``publish`` adds a run's rows and replaces an older row with the same key; every other row is kept.
+* Column order and number format are stable (keys, run info, then each metric's columns, metrics
+  sorted by name; numbers with 4 decimals, empty for no value; rows sorted by key), so a diff of the
+  CSV shows only what changed.
+* Beside ``<name>.csv`` a folder ``<name>.sessions/`` holds, per row, ``<row_id>.csv`` with the
+  per-session means and scored-turn counts the gate's paired bootstrap needs.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from micebench import tables
+from micebench.tables import ResultsError, RunData
+
+KEY_COLUMNS = (
+    "suite",
+    "suite_version",
+    "subset",
+    "editor",
+    "editor_config_hash",
+    "judges",
+    "judge_hash",
+    "micebench_version",
+)
+INFO_COLUMNS = ("row_id", "run_id", "created", "git_sha", "suite_digest", "sessions", "turns")
+ALL_SUBSETS = "all"
+_SUFFIX = re.compile(r"^(?P<metric>.+?)(?P<suffix>_lo|_hi|_cov|_t\d+|_succ_t\d+)?$")
+
+
+def judge_fields(manifest: dict[str, Any]) -> tuple[str, str]:
+    """(``judges``, ``judge_hash``) of a manifest: the judge keys with versions, and a hash of every judge's
+    name, key, version, config and prompt hash (so a changed profile or prompt is a different row)."""
+    judges = manifest.get("judges") or []
+    label = ";".join(sorted(f"{j.get('key') or j.get('name')}@{j.get('version', '')}" for j in judges))
+    ident = sorted(
+
+            json.dumps(
+                {k: j.get(k) for k in ("name", "key", "version", "config", "prompt_hash")},
+                sort_keys=True,
+                default=str,
+            )
+            for j in judges
+
+    )
+    return label, hashlib.sha256("\n".join(ident).encode()).hexdigest()[:12]
+
+
+def row_key(row: dict[str, Any]) -> tuple[str, ...]:
+    return tuple(str(row.get(k, "")) for k in KEY_COLUMNS)
+
+
+def row_id(row: dict[str, Any]) -> str:
+    """A short stable id of a row's key; names the row's session sidecar file."""
+    return hashlib.sha256("\x1f".join(row_key(row)).encode()).hexdigest()[:12]
+
+
+def _subsets(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    names = sorted(df["subset"].fillna("").astype(str).unique()) if "subset" in df.columns else [""]
+    if len(names) == 1:
+        return [(names[0] or ALL_SUBSETS, df)]
+    return [(n or "-", df[df["subset"].astype(str) == n]) for n in names] + [(ALL_SUBSETS, df)]
+
+
+def rows_for_run(
+    run: RunData, *, threshold: float = tables.DEFAULT_THRESHOLD, n_boot: int = tables.DEFAULT_BOOTSTRAP, seed: int = 0
+) -> list[tuple[dict[str, Any], pd.DataFrame]]:
+    """The leaderboard rows of one run (one per subset, plus ``all`` when there are several) with their
+    per-session tables."""
+    m = run.manifest
+    suite, editor = m.get("suite") or {}, m.get("editor") or {}
+    for what, value in (("suite.name", suite.get("name")), ("editor.name", editor.get("name"))):
+        if not value:
+            raise ResultsError(f"{run.path / 'manifest.json'}: {what} is missing")
+    judges, judge_hash = judge_fields(m)
+    df = run.turns
+    metrics = tables.metric_columns(df)
+    if not metrics:
+        raise ResultsError(f"{run.path}: the per-turn table has no metric columns (was the run judged?)")
+    out = []
+    for subset, part in _subsets(df):
+        row: dict[str, Any] = {
+            "suite": suite.get("name"),
+            "suite_version": suite.get("version", ""),
+            "subset": subset,
+            "editor": editor.get("name"),
+            "editor_config_hash": editor.get("config_hash", ""),
+            "judges": judges,
+            "judge_hash": judge_hash,
+            "micebench_version": m.get("micebench_version", ""),
+            "run_id": m.get("run_id", run.path.name),
+            "created": m.get("created", ""),
+            "git_sha": m.get("git_sha") or "",
+            "suite_digest": suite.get("digest", ""),
+            "sessions": int(part["session_id"].nunique()),
+            "turns": len(part),
+        }
+        row["row_id"] = row_id(row)
+        for r in tables.overall(part, metrics, n_boot=n_boot, seed=seed).itertuples():
+            row[r.metric], row[f"{r.metric}_lo"], row[f"{r.metric}_hi"] = r.mean, r.ci_low, r.ci_high
+            row[f"{r.metric}_cov"] = r.coverage
+        for r in tables.by_turn(part, metrics, n_boot=0).itertuples():
+            row[f"{r.metric}_t{r.turn}"] = r.mean
+        for r in tables.cumulative_success(part, None, threshold, n_boot=0).itertuples():
+            row[f"{r.metric}_succ_t{r.turn}"] = r.success
+        out.append((row, tables.session_means(part, metrics)))
+    return out
+
+
+def _column_rank(col: str) -> tuple:
+    if col in KEY_COLUMNS:
+        return (0, KEY_COLUMNS.index(col), "")
+    if col in INFO_COLUMNS:
+        return (1, INFO_COLUMNS.index(col), "")
+    match = _SUFFIX.match(col)
+    suffix = match.group("suffix") or ""
+    order = {"": 0, "_lo": 1, "_hi": 2, "_cov": 3}
+    if suffix in order:
+        rank = order[suffix]
+    elif suffix.startswith("_succ_t"):
+        rank = 1000 + int(suffix[7:])
+    else:
+        rank = 10 + int(suffix[2:])
+    return (2, match.group("metric"), rank)
+
+
+def ordered_columns(columns: list[str] | set[str]) -> list[str]:
+    """The canonical column order: key columns, run info, then per metric (sorted): mean, lo, hi, cov, per turn,
+    cumulative success per turn."""
+    return sorted(set(columns) | set(KEY_COLUMNS) | set(INFO_COLUMNS), key=_column_rank)
+
+
+def format_value(value: Any) -> str:
+    """Numbers with 4 decimals, integers as such, missing as ''."""
+    if value is None:
+        return ""
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value)).lower()
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return "" if not np.isfinite(value) else f"{float(value):.4f}"
+    return str(value)
+
+
+def read_board(path: str | Path) -> pd.DataFrame:
+    """A leaderboard CSV as strings (nothing re-parsed, so ids like '0012' survive); empty if it does not exist."""
+    path = Path(path)
+    if not path.exists():
+        return pd.DataFrame(columns=ordered_columns([]))
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise ResultsError(f"{path}: not a readable CSV ({e})") from e
+
+
+def sessions_dir(board: str | Path) -> Path:
+    """The folder of per-session sidecars of a leaderboard file: ``<name>.sessions/`` beside it."""
+    board = Path(board)
+    return board.with_name(board.stem + ".sessions")
+
+
+def format_session_value(value: Any) -> str:
+    if isinstance(value, (float, np.floating)):
+        return repr(float(value)) if np.isfinite(value) else ""
+    return str(value)
+
+
+def write_sessions(path: Path, frame: pd.DataFrame) -> None:
+    """Write one row's per-session sidecar (session_id, subset, ``<metric>``, ``<metric>_n``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(frame.columns)
+        for rec in frame.itertuples(index=False):
+            # exact round trip: the gate rebuilds sums as mean * n and must get the published mean back
+            w.writerow([format_session_value(v) for v in rec])
+
+
+def read_sessions(board: str | Path, rid: str) -> pd.DataFrame:
+    """The per-session sidecar of row ``rid`` (session_id, subset, ``<metric>``, ``<metric>_n``)."""
+    path = sessions_dir(board) / f"{rid}.csv"
+    if not path.is_file():
+        raise ResultsError(f"{path}: per-session file of leaderboard row {rid} is missing (republish the baseline)")
+    df = pd.read_csv(path, dtype={"session_id": str, "subset": str}, keep_default_na=False, na_values=[""])
+    return df
+
+
+def publish(
+    runs: list[RunData], board: str | Path, **kw: Any
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Write the runs' rows into ``board`` (created if missing); returns (added rows, replaced rows).
+
+    Two runs that yield the same key in one call are an error: which one to keep is the caller's choice.
+    """
+    board = Path(board)
+    new: dict[tuple[str, ...], tuple[dict[str, Any], pd.DataFrame, Path]] = {}
+    for run in runs:
+        for row, sessions in rows_for_run(run, **kw):
+            key = row_key(row)
+            if key in new:
+                clash = dict(zip(KEY_COLUMNS, key, strict=True))
+                raise ResultsError(f"runs {new[key][2]} and {run.path} both give the row {clash}")
+            new[key] = (row, sessions, run.path)
+    old = read_board(board)
+    missing = [c for c in KEY_COLUMNS if c not in old.columns]
+    if missing:
+        raise ResultsError(f"{board}: not a micebench leaderboard (missing column(s) {', '.join(missing)})")
+    kept, replaced = [], []
+    for rec in old.to_dict("records"):
+        (replaced if row_key(rec) in new else kept).append(rec)
+    rows = kept + [row for row, _, _ in new.values()]
+    columns = ordered_columns({c for r in rows for c in r})
+    rows.sort(key=row_key)
+    board.parent.mkdir(parents=True, exist_ok=True)
+    tmp = board.with_name(board.name + ".tmp")
+    with tmp.open("w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(columns)
+        for r in rows:
+            w.writerow([format_value(r.get(c)) for c in columns])
+    for row, sessions, _ in new.values():
+        write_sessions(sessions_dir(board) / f"{row['row_id']}.csv", sessions)
+    tmp.replace(board)
+    return [row for row, _, _ in new.values()], replaced
+
+
+def metric_names(board: pd.DataFrame) -> list[str]:
+    """The metrics of a leaderboard frame: columns with a ``<metric>_cov`` sibling."""
+    cols = set(board.columns)
+    return [c for c in board.columns if f"{c}_cov" in cols]
+
+
+def ranked(board: pd.DataFrame, sort: str | None = None, columns: list[str] | None = None) -> pd.DataFrame:
+    """The board sorted best-first by ``sort`` (default: the first metric), with a ``rank`` column.
+
+    Lower-is-better metrics sort ascending; empty values go last. ``columns`` picks what to show
+    (default: subset, editor, config hash, judges, and each metric's mean and coverage).
+    """
+    metrics = metric_names(board)
+    if sort is None:
+        sort = metrics[0] if metrics else None
+    if sort is not None and sort not in board.columns:
+        raise ResultsError(f"cannot sort by {sort!r}: no such column (metrics: {', '.join(metrics) or 'none'})")
+    out = board.copy()
+    if sort is not None:
+        values = pd.to_numeric(out[sort].replace("", np.nan), errors="coerce")
+        order = values.sort_values(ascending=not tables.higher_is_better(sort), na_position="last", kind="stable")
+        out = out.loc[order.index]
+        ranks = values.loc[order.index].rank(ascending=not tables.higher_is_better(sort), method="min")
+        out.insert(0, "rank", [("" if np.isnan(r) else str(int(r))) for r in ranks])
+    if columns is None:
+        base = [c for c in ("subset", "editor", "editor_config_hash", "judges") if c in out.columns]
+        columns = base + [c for m in metrics for c in (m, f"{m}_cov")]
+        if not metrics:
+            columns = [c for c in out.columns if c != "rank"]
+    unknown = [c for c in columns if c not in out.columns]
+    if unknown:
+        raise ResultsError(f"unknown column(s) {', '.join(unknown)}; the file has: {', '.join(board.columns)}")
+    return out[(["rank"] if "rank" in out.columns else []) + [c for c in columns if c != "rank"]].reset_index(drop=True)

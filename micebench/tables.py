@@ -1,0 +1,328 @@
+"""Aggregate tables over the per-turn table of a run (see docs/results.md).
+
+Every function here is pure: it takes the per-turn DataFrame (one row per session and turn, the
+columns of the run-directory contract) and returns a new DataFrame. Nothing reads files except
+:func:`load_run`.
+
+Conventions the functions promise:
+
+* A *metric column* is any column ``c`` that has a sibling ``c + "_status"``; new judges need no
+  registration here.
+* A cell is *scored* when its status is ``ok`` and its value is a finite number. Only scored cells
+  enter a mean. A cell whose status is ``not_applicable`` is left out of the count entirely; every
+  other cell (``unscored``, ``not_run``, an edit that failed) counts against *coverage*:
+  ``coverage = scored / (rows - not_applicable)``. Coverage sits beside every mean.
+* A mean is turn-weighted: the mean of all scored cells of the group.
+* Confidence intervals are 95% percentile bootstraps that resample whole *sessions* (all turns of a
+  session move together), seeded, so the same table comes out every time.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+STATUS_SUFFIX = "_status"
+DEFAULT_BOOTSTRAP = 1000
+DEFAULT_SEED = 0
+DEFAULT_THRESHOLD = 0.5
+REQUIRED_COLUMNS = ("session_id", "turn", "task_type", "status")
+# Substrings of a metric name that mean "lower is better"; every other metric is higher-is-better.
+LOWER_IS_BETTER_MARKERS = ("lpips", "mse", "mae", "rmse", "_l1", "_l2", "dist", "error", "loss", "fid")
+STAT_COLUMNS = ("mean", "ci_low", "ci_high", "scored", "total", "coverage", "sessions")
+
+
+class ResultsError(ValueError):
+    """A run directory or per-turn table that the results tools cannot use; the message says why."""
+
+
+def metric_columns(df: pd.DataFrame) -> list[str]:
+    """The metric columns of a per-turn table, in table order (``c`` such that ``c_status`` exists)."""
+    cols = set(df.columns)
+    return [c for c in df.columns if not c.endswith(STATUS_SUFFIX) and f"{c}{STATUS_SUFFIX}" in cols]
+
+
+def higher_is_better(metric: str) -> bool:
+    """Whether a larger value of ``metric`` is better (names with a marker in LOWER_IS_BETTER_MARKERS are not)."""
+    name = metric.lower()
+    return not any(m in name for m in LOWER_IS_BETTER_MARKERS)
+
+
+def check_turn_table(df: pd.DataFrame, where: str = "per-turn table") -> None:
+    """Raise ResultsError naming ``where`` if a required column is missing or a turn index is not a positive int."""
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise ResultsError(f"{where}: missing column(s) {', '.join(missing)}")
+    turns = pd.to_numeric(df["turn"], errors="coerce")
+    if turns.isna().any() or (turns < 1).any() or (turns != turns.round()).any():
+        bad = df.loc[turns.isna() | (turns < 1), "turn"].head(3).tolist()
+        raise ResultsError(f"{where}: column 'turn' must hold 1-based integers, found {bad}")
+    dup = df.duplicated(["session_id", "turn"])
+    if dup.any():
+        row = df.loc[dup].iloc[0]
+        raise ResultsError(f"{where}: session {row['session_id']!r} turn {row['turn']} appears twice")
+
+
+def _cells(df: pd.DataFrame, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """(scored mask, applicable mask) of one metric column."""
+    status = df[f"{metric}{STATUS_SUFFIX}"].astype(str).to_numpy()
+    values = pd.to_numeric(df[metric], errors="coerce").to_numpy(dtype=float)
+    scored = (status == "ok") & np.isfinite(values)
+    applicable = status != "not_applicable"
+    return scored, applicable
+
+
+def _session_codes(df: pd.DataFrame) -> tuple[np.ndarray, int]:
+    codes, uniques = pd.factorize(df["session_id"].astype(str), sort=True)
+    return codes, len(uniques)
+
+
+def bootstrap_ratio(
+    num: np.ndarray, den: np.ndarray, *, n_boot: int = DEFAULT_BOOTSTRAP, seed: int = DEFAULT_SEED
+) -> tuple[float, float]:
+    """95% percentile CI of ``sum(num) / sum(den)`` when the units (sessions) are resampled with replacement.
+
+    ``num[i]`` and ``den[i]`` belong to unit i. Replicates whose denominator is 0 are dropped. Returns
+    (nan, nan) for fewer than 2 units with a positive denominator.
+    """
+    num = np.asarray(num, dtype=float)
+    den = np.asarray(den, dtype=float)
+    if (den > 0).sum() < 2 or n_boot < 1:
+        return float("nan"), float("nan")
+    weights = resample_weights(len(num), n_boot, seed)
+    tot = weights @ den
+    keep = tot > 0
+    stats = (weights @ num)[keep] / tot[keep]
+    lo, hi = np.percentile(stats, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def resample_weights(n_units: int, n_boot: int, seed: int) -> np.ndarray:
+    """An (n_boot, n_units) matrix: how often each unit is drawn in each bootstrap replicate (seeded)."""
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n_units, size=(n_boot, n_units))
+    weights = np.zeros((n_boot, n_units))
+    np.add.at(weights, (np.repeat(np.arange(n_boot), n_units), idx.ravel()), 1.0)
+    return weights
+
+
+def _stats(df: pd.DataFrame, metric: str, n_boot: int, seed: int) -> dict[str, Any]:
+    scored, applicable = _cells(df, metric)
+    values = np.where(scored, pd.to_numeric(df[metric], errors="coerce").to_numpy(dtype=float), 0.0)
+    n_scored, n_total = int(scored.sum()), int(applicable.sum())
+    codes, n_sessions = _session_codes(df)
+    sums = np.bincount(codes, weights=values, minlength=n_sessions)
+    counts = np.bincount(codes, weights=scored.astype(float), minlength=n_sessions)
+    mean = float(values.sum() / n_scored) if n_scored else float("nan")
+    lo, hi = bootstrap_ratio(sums, counts, n_boot=n_boot, seed=seed)
+    return {
+        "mean": mean,
+        "ci_low": lo,
+        "ci_high": hi,
+        "scored": n_scored,
+        "total": n_total,
+        "coverage": n_scored / n_total if n_total else float("nan"),
+        "sessions": int((counts > 0).sum()),
+    }
+
+
+def aggregate(
+    df: pd.DataFrame,
+    by: list[str] | tuple[str, ...] = (),
+    metrics: list[str] | None = None,
+    *,
+    n_boot: int = DEFAULT_BOOTSTRAP,
+    seed: int = DEFAULT_SEED,
+) -> pd.DataFrame:
+    """Long table: one row per (group, metric) with mean, 95% CI, scored, total, coverage, sessions.
+
+    ``by`` names grouping columns (e.g. ``["turn"]``, ``["task_type"]``, ``["subset"]``); empty means
+    the whole table. Groups are sorted; metrics keep table order.
+    """
+    metrics = metric_columns(df) if metrics is None else list(metrics)
+    for m in metrics:
+        if m not in df.columns or f"{m}{STATUS_SUFFIX}" not in df.columns:
+            raise ResultsError(f"metric {m!r} not in the per-turn table (known: {', '.join(metric_columns(df))})")
+    by = list(by)
+    rows = []
+    groups = [((), df)] if not by else df.groupby(by, sort=True, dropna=False)
+    for key, part in groups:
+        key = key if isinstance(key, tuple) else (key,)
+        for m in metrics:
+            rows.append({**dict(zip(by, key, strict=True)), "metric": m, **_stats(part, m, n_boot, seed)})
+    return pd.DataFrame(rows, columns=[*by, "metric", *STAT_COLUMNS])
+
+
+def overall(df: pd.DataFrame, metrics: list[str] | None = None, **kw: Any) -> pd.DataFrame:
+    """One row per metric over every turn of the table."""
+    return aggregate(df, (), metrics, **kw)
+
+
+def by_turn(df: pd.DataFrame, metrics: list[str] | None = None, **kw: Any) -> pd.DataFrame:
+    """One row per (turn index, metric): the multi-turn degradation curve."""
+    return aggregate(df, ["turn"], metrics, **kw)
+
+
+def by_task_type(df: pd.DataFrame, metrics: list[str] | None = None, **kw: Any) -> pd.DataFrame:
+    """One row per (task type, metric)."""
+    return aggregate(df, ["task_type"], metrics, **kw)
+
+
+def by_subset(df: pd.DataFrame, metrics: list[str] | None = None, **kw: Any) -> pd.DataFrame:
+    """One row per (subset, metric); a table without a subset column counts as one subset ''."""
+    if "subset" not in df.columns:
+        df = df.assign(subset="")
+    return aggregate(df, ["subset"], metrics, **kw)
+
+
+def default_success_metrics(df: pd.DataFrame) -> list[str]:
+    """The metrics cumulative success uses when none are named: every instruction-following column (``*_if``)."""
+    return [m for m in metric_columns(df) if m == "if" or m.endswith("_if")]
+
+
+def cumulative_success(
+    df: pd.DataFrame,
+    metrics: list[str] | None = None,
+    threshold: float = DEFAULT_THRESHOLD,
+    *,
+    n_boot: int = DEFAULT_BOOTSTRAP,
+    seed: int = DEFAULT_SEED,
+) -> pd.DataFrame:
+    """Share of sessions that pass every turn up to t, for each metric and turn index t.
+
+    A turn passes when its score is ``>= threshold`` (``<=`` for lower-is-better metrics). A session's
+    outcome at t is *fail* as soon as a scored turn <= t failed, *pass* when every turn <= t passed or
+    was not applicable, and *unknown* otherwise (a turn <= t unscored, not run or not edited). The rate
+    is passes / (passes + fails); ``coverage`` is the known share of the sessions that reach turn t.
+    """
+    metrics = default_success_metrics(df) if metrics is None else list(metrics)
+    rows = []
+    df = df.sort_values(["session_id", "turn"], kind="stable")
+    max_turn = int(df["turn"].max()) if len(df) else 0
+    for m in metrics:
+        if f"{m}{STATUS_SUFFIX}" not in df.columns:
+            raise ResultsError(f"metric {m!r} not in the per-turn table")
+        scored, applicable = _cells(df, m)
+        values = pd.to_numeric(df[m], errors="coerce").to_numpy(dtype=float)
+        good = values >= threshold if higher_is_better(m) else values <= threshold
+        # per turn: 1 pass, 0 fail, -1 unknown (not applicable counts as pass)
+        state = np.where(~applicable, 1, np.where(scored, good.astype(int), -1))
+        frame = pd.DataFrame({"session_id": df["session_id"].astype(str).to_numpy(), "turn": df["turn"], "s": state})
+        per = {sid: dict(zip(g["turn"].astype(int), g["s"], strict=True)) for sid, g in frame.groupby("session_id")}
+        sessions = sorted(per)
+        outcome = {sid: 1 for sid in sessions}  # running outcome through turn t
+        for t in range(1, max_turn + 1):
+            reached, num, den = [], [], []
+            for sid in sessions:
+                if t not in per[sid]:
+                    continue
+                s = per[sid][t]
+                cur = outcome[sid]
+                outcome[sid] = 0 if (cur == 0 or s == 0) else (-1 if (cur == -1 or s == -1) else 1)
+                reached.append(sid)
+                num.append(1.0 if outcome[sid] == 1 else 0.0)
+                den.append(0.0 if outcome[sid] == -1 else 1.0)
+            if not reached:
+                continue
+            num_a, den_a = np.array(num), np.array(den)
+            known = int(den_a.sum())
+            lo, hi = bootstrap_ratio(num_a, den_a, n_boot=n_boot, seed=seed)
+            rows.append(
+                {
+                    "metric": m,
+                    "turn": t,
+                    "threshold": threshold,
+                    "success": float(num_a.sum() / known) if known else float("nan"),
+                    "ci_low": lo,
+                    "ci_high": hi,
+                    "known": known,
+                    "sessions": len(reached),
+                    "coverage": known / len(reached),
+                }
+            )
+    cols = ["metric", "turn", "threshold", "success", "ci_low", "ci_high", "known", "sessions", "coverage"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def session_means(df: pd.DataFrame, metrics: list[str] | None = None) -> pd.DataFrame:
+    """Per session: the mean of its scored turns and the scored-turn count, per metric.
+
+    Columns: ``session_id``, ``subset`` (when the table has one), then ``<metric>`` and ``<metric>_n``
+    for each metric. ``mean * n`` summed over sessions and divided by the summed ``n`` gives back the
+    turn-weighted mean of :func:`overall`, which is what the gate's paired bootstrap relies on.
+    """
+    metrics = metric_columns(df) if metrics is None else list(metrics)
+    keys = ["session_id", "subset"] if "subset" in df.columns else ["session_id"]
+    out = df[keys].drop_duplicates("session_id").astype(str).sort_values("session_id").reset_index(drop=True)
+    sid = df["session_id"].astype(str)
+    for m in metrics:
+        scored, _ = _cells(df, m)
+        vals = pd.to_numeric(df[m], errors="coerce").where(scored)
+        grp = vals.groupby(sid)
+        out[m] = out["session_id"].map(grp.mean()).astype(float)
+        out[f"{m}_n"] = out["session_id"].map(grp.count()).fillna(0).astype(int)
+    return out
+
+
+def wide(long: pd.DataFrame, index: str, digits: int = 3) -> pd.DataFrame:
+    """Printable pivot of an :func:`aggregate` table: one row per group, one ``mean [lo, hi] cov`` cell per metric."""
+
+    def cell(r: pd.Series) -> str:
+        if not np.isfinite(r["mean"]):
+            return f"- (cov {r['coverage']:.0%})" if np.isfinite(r["coverage"]) else "-"
+        ci = "" if not np.isfinite(r["ci_low"]) else f" [{r['ci_low']:.{digits}f}, {r['ci_high']:.{digits}f}]"
+        return f"{r['mean']:.{digits}f}{ci} cov {r['coverage']:.0%}"
+
+    long = long.assign(cell=long.apply(cell, axis=1))
+    table = long.pivot(index=index, columns="metric", values="cell")
+    return table[[m for m in dict.fromkeys(long["metric"])]]
+
+
+@dataclass(frozen=True)
+class RunData:
+    """A loaded run: its directory, manifest and per-turn table."""
+
+    path: Path
+    manifest: dict[str, Any]
+    turns: pd.DataFrame
+
+    @property
+    def label(self) -> str:
+        """A short name for tables and plots: the editor name and run id."""
+        editor = (self.manifest.get("editor") or {}).get("name", "?")
+        return f"{editor} ({self.manifest.get('run_id', self.path.name)})"
+
+
+def load_run(run_dir: str | Path) -> RunData:
+    """Read ``manifest.json`` and the per-turn table of a run directory; ResultsError names what is wrong."""
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise ResultsError(f"{path}: not a run directory")
+    mpath = path / "manifest.json"
+    if not mpath.is_file():
+        raise ResultsError(f"{path}: no manifest.json (is this a run directory?)")
+    try:
+        manifest = json.loads(mpath.read_text())
+    except json.JSONDecodeError as e:
+        raise ResultsError(f"{mpath}: not valid JSON ({e})") from e
+    if not isinstance(manifest, dict):
+        raise ResultsError(f"{mpath}: expected a JSON object")
+    try:
+        from micebench.store import read_turn_table
+    except ImportError:  # the store module is optional for reading an exported table
+        read_turn_table = None
+    pq = path / "turns.parquet"
+    if pq.is_file() or read_turn_table is None:
+        if not pq.is_file():
+            raise ResultsError(f"{path}: no turns.parquet")
+        turns = pd.read_parquet(pq)
+    else:
+        turns = read_turn_table(path)
+    check_turn_table(turns, where=str(pq))
+    turns = turns.assign(turn=turns["turn"].astype(int))
+    return RunData(path=path, manifest=manifest, turns=turns)
