@@ -1,0 +1,268 @@
+"""The ``edit-r2`` and ``bagel`` editors: BAGEL-7B-MoT editing, with (edit-r2) or without (bagel) IC-CoT.
+
+Per session the editor keeps two contexts between turns (see BAGEL_FACTS section 6):
+``gen`` = [VAE+ViT source][p0][VAE+ViT out0][p1]... and ``cfg_img`` = [p0][p1]... (text only).
+A turn: IC-CoT rewrite (turn 2+, edit-r2), snapshot ``gen`` as the text-unconditional context, append the
+instruction to both contexts, sample, decode, append the output image to ``gen``. The state is dropped
+after a session's last turn, evicted least-recently-used beyond ``max_cached_sessions``, and rebuilt
+from the request's history when missing or not matching (e.g. after a resume).
+
+Noise for a turn is drawn on the CPU from a generator seeded by (seed, session id, turn index), so a
+turn's image does not depend on batch composition or order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, field_validator
+
+from micebench.editors.base import Editor, EditorConfig
+from micebench.spec import EditRequest, EditResult
+
+
+class EditR2Config(EditorConfig):
+    """Options of the Edit-R2 reference editor (defaults: Edit-R2's evaluation settings)."""
+
+    weights: str = Field("ByteDance-Seed/BAGEL-7B-MoT", description="Checkpoint folder, or hub id in the HF cache.")
+    lora: str | None = Field(None, description="Edit-R2 LoRA file (PEFT-wrapped full state dict) to merge.")
+    lora_alpha: float = Field(128.0, gt=0, description="LoRA alpha when no adapter_config.json says (r from shapes).")
+    steps: int = Field(50, ge=2, description="Timesteps; the model is evaluated steps - 1 times.")
+    cfg_text: float = 4.0
+    cfg_img: float = 2.0
+    cfg_interval: tuple[float, float] = (0.0, 1.0)
+    cfg_renorm: Literal["text_channel", "global", "channel", "none"] = "text_channel"
+    cfg_renorm_min: float = Field(0.0, ge=0, le=1)
+    timestep_shift: float = Field(3.0, gt=0)
+    resolution: int = Field(512, ge=16, le=1024, description="Square output side, a multiple of 16.")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    device: str = "auto"
+    ic_cot: Literal["auto", "cm", "cu", "generic", "off"] = "auto"
+    ic_cot_system_prompt: str | None = Field(None, description="Replace the built-in think-then-answer prompt.")
+    seed: int = 42
+    max_think_tokens: int = Field(300, ge=2, description="IC-CoT decode budget, counting the initial BOS.")
+    rope_inv_freq_dtype: Literal["bfloat16", "float32"] = Field(
+        "bfloat16", description="bfloat16 reproduces Edit-R2's evaluation cast; float32 upstream BAGEL's demo."
+    )
+    attn_impl: Literal["auto", "sdpa", "flash"] = "auto"
+    max_cached_sessions: int = Field(8, ge=0, description="Sessions whose contexts stay in memory between turns.")
+
+    @field_validator("resolution")
+    @classmethod
+    def _multiple_of_16(cls, v: int) -> int:
+        if v % 16:
+            raise ValueError(f"resolution {v} must be a multiple of 16 (one latent token per 16x16 pixels)")
+        return v
+
+    @field_validator("cfg_interval")
+    @classmethod
+    def _ordered(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0.0 <= v[0] <= v[1] <= 1.0:
+            raise ValueError(f"cfg_interval {v} must satisfy 0 <= lo <= hi <= 1")
+        return v
+
+
+class BagelConfig(EditR2Config):
+    """The ``bagel`` baseline: same model and sampler, IC-CoT off, upstream's fp32 RoPE frequencies."""
+
+    ic_cot: Literal["auto", "cm", "cu", "generic", "off"] = "off"
+    rope_inv_freq_dtype: Literal["bfloat16", "float32"] = "float32"
+
+
+def image_fingerprint(img: Any) -> str:
+    return hashlib.sha256(f"{img.mode}{img.size}".encode() + img.tobytes()).hexdigest()
+
+
+def turn_seed(seed: int, session_id: str, turn_index: int) -> int:
+    digest = hashlib.sha256(f"{session_id}\x00{turn_index}".encode()).digest()
+    return (seed + int.from_bytes(digest[:4], "big")) % (2**31)
+
+
+@dataclass
+class SessionState:
+    gen: Any  # Context
+    cfg_img: Any  # Context
+    next_turn: int
+    raw: list[str] = field(default_factory=list)
+    effective: list[str] = field(default_factory=list)
+    last_image: str = ""
+
+    def matches(self, req: EditRequest) -> bool:
+        if self.next_turn != req.turn_index or self.raw != list(req.history_instructions):
+            return False
+        if req.history_effective and self.effective != list(req.history_effective):
+            return False
+        return not req.history_images or self.last_image == image_fingerprint(req.history_images[-1])
+
+
+class EditR2Editor(Editor):
+    """BAGEL-7B-MoT multi-turn editing with Edit-R2's in-context intent reconstruction (IC-CoT)."""
+
+    Config: ClassVar[type[EditorConfig]] = EditR2Config
+
+    def __init__(self, config: EditorConfig | None = None) -> None:
+        super().__init__(config)
+        self._engine = None
+        self.load_report = None
+        self._sessions: OrderedDict[str, SessionState] = OrderedDict()
+
+    # -- loading ---------------------------------------------------------------------------------
+    def _resolve_device_dtype(self):
+        import torch
+
+        c = self.config
+        device = ("cuda" if torch.cuda.is_available() else "cpu") if c.device == "auto" else c.device
+        if c.dtype == "auto":
+            dtype = torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+        else:
+            dtype = getattr(torch, c.dtype)
+        return device, dtype
+
+    @property
+    def engine(self):
+        if self._engine is None:
+            from .loading import load_engine
+
+            device, dtype = self._resolve_device_dtype()
+            c = self.config
+            self._engine, self.load_report = load_engine(
+                c.weights,
+                device,
+                dtype,
+                lora=c.lora,
+                lora_alpha=c.lora_alpha,
+                round_rope_to_bf16=c.rope_inv_freq_dtype == "bfloat16",
+                attn_impl=c.attn_impl,
+            )
+        return self._engine
+
+    def close(self) -> None:
+        self._sessions.clear()
+        self._engine = None
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    # -- editing ---------------------------------------------------------------------------------
+    def ic_cot_mode(self, req: EditRequest) -> str:
+        mode = self.config.ic_cot
+        if mode == "auto":
+            from .generation import mode_for_subset
+
+            return mode_for_subset(req.session.subset)
+        return mode
+
+    def edit(self, requests: list[EditRequest]) -> list[EditResult]:
+        engine = self.engine  # a loading error fails the whole batch, naming the file
+        results = []
+        for req in requests:
+            start = time.perf_counter()
+            try:
+                image, effective, extra = self._edit_one(engine, req)
+            except (RuntimeError, ValueError) as e:  # e.g. out of memory, a too-large image: this turn only
+                self._sessions.pop(req.session.id, None)
+                results.append(EditResult(error=f"{type(e).__name__}: {e}", seconds=time.perf_counter() - start))
+                continue
+            results.append(
+                EditResult(
+                    image=image, effective_instruction=effective, extra=extra, seconds=time.perf_counter() - start
+                )
+            )
+        return results
+
+    def _rebuild(self, engine, req: EditRequest) -> SessionState:
+        from .context import Context
+
+        gen, cimg = engine.add_image(Context(), req.source_image), Context()
+        used = list(req.history_effective) if req.history_effective else list(req.history_instructions)
+        for text, img in zip(used, req.history_images, strict=True):
+            gen, cimg = engine.add_text(gen, text), engine.add_text(cimg, text)
+            gen = engine.add_image(gen, img)
+        last = image_fingerprint(req.history_images[-1]) if req.history_images else ""
+        return SessionState(gen, cimg, req.turn_index, list(req.history_instructions), used, last)
+
+    def _edit_one(self, engine, req: EditRequest):
+        import torch
+
+        from .generation import THINK_SYSTEM_PROMPT, ic_cot_rewrite
+        from .sampler import SamplerSettings, sample
+
+        c = self.config
+        sid = req.session.id
+        extra: dict[str, Any] = {}
+        state = self._sessions.pop(sid, None)
+        if state is None or not state.matches(req):
+            state = self._rebuild(engine, req)
+            if req.turn_index > 0:
+                extra["context_rebuilt"] = True
+                if not req.history_effective:
+                    extra["context_note"] = "history_effective not given: earlier raw instructions used"
+
+        instruction = req.instruction
+        mode = self.ic_cot_mode(req)
+        extra["ic_cot_mode"] = mode
+        if req.turn_index > 0 and mode != "off":
+            rw = ic_cot_rewrite(
+                engine,
+                state.gen,
+                list(req.history_instructions),
+                req.instruction,
+                mode,
+                max_length=c.max_think_tokens,
+                system_prompt=c.ic_cot_system_prompt or THINK_SYSTEM_PROMPT,
+            )
+            instruction = rw.instruction
+            extra.update(
+                ic_cot_trace=rw.raw_output,
+                ic_cot_tokens=rw.num_tokens,
+                ic_cot_fallback=rw.fallback is not None,
+                ic_cot_fallback_reason=rw.fallback,
+            )
+
+        ctx_text_uncond = state.gen
+        gen = engine.add_text(state.gen, instruction)
+        cimg = engine.add_text(state.cfg_img, instruction)
+        side = c.resolution // engine.cfg.latent_downsample
+        gen_cpu = torch.Generator(device="cpu").manual_seed(turn_seed(c.seed, sid, req.turn_index))
+        noise = torch.randn(side * side, engine.cfg.patch_latent_dim, generator=gen_cpu, dtype=torch.float32)
+        settings = SamplerSettings(
+            steps=c.steps,
+            shift=c.timestep_shift,
+            cfg_text=c.cfg_text,
+            cfg_img=c.cfg_img,
+            cfg_interval=tuple(c.cfg_interval),
+            renorm=c.cfg_renorm,
+            renorm_min=c.cfg_renorm_min,
+        )
+        x = sample(
+            noise.to(engine.device),
+            settings,
+            lambda x, t: engine.velocity(gen, x, t, side, side),
+            lambda x, t: engine.velocity(ctx_text_uncond, x, t, side, side),
+            lambda x, t: engine.velocity(cimg, x, t, side, side),
+        )
+        image = engine.decode_latents(x, side, side)
+
+        last_turn = req.turn_index == len(req.session.turns) - 1
+        if not last_turn and c.max_cached_sessions > 0:
+            state.gen = engine.add_image(gen, image)
+            state.cfg_img = cimg
+            state.next_turn = req.turn_index + 1
+            state.raw = [*state.raw, req.instruction]
+            state.effective = [*state.effective, instruction]
+            state.last_image = image_fingerprint(image)
+            self._sessions[sid] = state
+            while len(self._sessions) > c.max_cached_sessions:
+                self._sessions.popitem(last=False)
+        return image, instruction, extra
+
+
+class BagelEditor(EditR2Editor):
+    """The ablation baseline: BAGEL-7B-MoT with the same multi-turn context, without IC-CoT."""
+
+    Config: ClassVar[type[EditorConfig]] = BagelConfig

@@ -1,0 +1,153 @@
+"""Text decoding on the understanding path and Edit-R2's IC-CoT intent reconstruction.
+
+IC-CoT (turns 2+): on a scratch copy of the generation context (source image, earlier rewritten
+instructions and generated images), append a "think, then answer" system text and a rewrite request
+listing the ORIGINAL earlier instructions and the current one; greedily decode; the text after the
+first ``</think>`` is the new instruction. Empty output, nothing after the tag, or no closing tag falls
+back to the original instruction, and the caller records why.
+
+The prompt wording below is this project's own paraphrase of the structure Edit-R2 uses (the exact
+upstream wording is not reproduced); it can be replaced through the editor options.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .context import Context, Engine
+
+THINK_SYSTEM_PROMPT = (
+    "Before you answer, reason about the request step by step, and put that reasoning between "
+    "<think> and </think>.\nThen write your answer after the closing tag. "
+    "Example: <think> short reasoning here </think> final answer here"
+)
+
+TASKS = {
+    "cu": (
+        "The current instruction may point back with vague words such as it, them, its, their or there. "
+        "Using what the images show and the earlier instructions, replace each such word with the concrete "
+        "object it most likely refers to."
+    ),
+    "cm": (
+        "Earlier rounds may have set a rule that must keep holding in every later round (for example a colour "
+        "or style that has to stay applied). Fold any such lasting rule into the current instruction."
+    ),
+    "generic": (
+        "Rewrite the current instruction so that it can be understood on its own, without the editing history."
+    ),
+}
+
+IC_COT_MODES = ("cm", "cu", "generic")
+
+
+def rewrite_request(history: list[str], current: str, mode: str) -> str:
+    """The rewrite request: numbered history of ORIGINAL instructions, the current one quoted, the task."""
+    if mode not in TASKS:
+        raise ValueError(f"unknown IC-CoT mode {mode!r}; expected one of {', '.join(IC_COT_MODES)}")
+    lines = ["Editing history:"]
+    lines += [f"Round {i}: {p}" for i, p in enumerate(history, start=1)]
+    lines += [
+        "",
+        f'Current instruction: "{current}"',
+        "",
+        TASKS[mode],
+        "Keep your thinking brief (under 100 words). After it, output only the enhanced instruction.",
+    ]
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    """Outcome of IC-CoT for one turn."""
+
+    instruction: str  # the instruction to use: the rewrite, or the original on fallback
+    raw_output: str  # the decoded text (think trace included)
+    fallback: str | None  # None when the rewrite is used, else why not
+    num_tokens: int
+
+
+def extract_instruction(output: str, original: str) -> tuple[str, str | None]:
+    """(instruction, fallback reason or None): the stripped text after the first ``</think>``."""
+    text = output.strip()
+    if not text:
+        return original, "empty output"
+    if "</think>" not in text:
+        return original, "no closing </think> tag"
+    answer = text.split("</think>", 1)[1].strip()
+    if not answer:
+        return original, "nothing after </think>"
+    return answer, None
+
+
+class _DecodeBuffer:
+    """A context copied once into buffers with room for ``extra`` tokens, then grown in place."""
+
+    def __init__(self, ctx: Context, extra: int) -> None:
+        self.bufs = []
+        for k, v in ctx.kv:
+            kb = k.new_empty((k.shape[0] + extra,) + k.shape[1:])
+            vb = v.new_empty((v.shape[0] + extra,) + v.shape[1:])
+            kb[: k.shape[0]], vb[: v.shape[0]] = k, v
+            self.bufs.append((kb, vb))
+        self.n = ctx.kv_len
+
+    def joined(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        kb, vb = self.bufs[layer]
+        end = self.n + k.shape[0]
+        kb[self.n : end], vb[self.n : end] = k, v
+        return kb[:end], vb[:end]
+
+
+@torch.no_grad()
+def greedy_decode(engine: Engine, ctx: Context, max_length: int) -> tuple[str, int]:
+    """Greedy text after ``ctx``: BOS first, stop at ``<|im_end|>`` (not emitted); ``max_length`` counts BOS.
+
+    Returns the decoded text between the first ``<|im_start|>`` and the first ``<|im_end|>`` (decoded with
+    special tokens kept, as BAGEL does) and the number of generated tokens.
+    """
+    if not ctx.kv:
+        raise ValueError("greedy_decode needs a non-empty context")
+    llm = engine.llm
+    buf = _DecodeBuffer(ctx, max_length)
+    tokens = [engine.tok.bos_id]
+    rope = ctx.rope
+    while len(tokens) < max_length:
+        ids = torch.tensor(tokens[-1:], device=engine.device)
+        pos = torch.tensor([rope], device=engine.device)
+        hidden, _ = llm.forward_chunk(engine.model.embed_tokens(ids), pos, buf, causal=True)
+        buf.n += 1
+        rope += 1
+        logits = llm.lm_head(llm.final_norm(hidden[-1:], gen=False))
+        nxt = int(logits[0].float().argmax())
+        if nxt == engine.tok.eos_id:
+            break
+        tokens.append(nxt)
+    text = engine.tok.decode(tokens)
+    text = text.split("<|im_end|>")[0]
+    parts = text.split("<|im_start|>")
+    return (parts[1] if len(parts) > 1 else parts[0]), len(tokens) - 1
+
+
+def ic_cot_rewrite(
+    engine: Engine,
+    gen: Context,
+    history: list[str],
+    current: str,
+    mode: str,
+    max_length: int = 300,
+    system_prompt: str = THINK_SYSTEM_PROMPT,
+) -> Rewrite:
+    """Run IC-CoT on a scratch copy of ``gen`` (``gen`` itself is not changed)."""
+    scratch = engine.add_text(gen, system_prompt)
+    scratch = engine.add_text(scratch, rewrite_request(history, current, mode))
+    raw, n = greedy_decode(engine, scratch, max_length)
+    instruction, fallback = extract_instruction(raw, current)
+    return Rewrite(instruction=instruction, raw_output=raw, fallback=fallback, num_tokens=n)
+
+
+def mode_for_subset(subset: str) -> str:
+    """'auto' mode: MICE-Bench subset cm -> cm, cu -> cu, anything else -> generic."""
+    s = subset.strip().lower()
+    return s if s in ("cm", "cu") else "generic"
