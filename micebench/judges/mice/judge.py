@@ -1,0 +1,383 @@
+"""The ``mice`` judge: MICE-Bench IF, CC and GA (PROTOCOL.md sections 2-4, deviations of section 6).
+
+Select a profile with ``--judge mice -J profile=judges/qwen25vl-32b-vllm.yaml``; explicit options
+win over the profile's values. Every vote is stored in ``Judgement.votes`` (``None`` for a vote that
+failed); the score is the mean of the votes that succeeded and ``reason`` says how many did. When
+every vote fails the turn is unscored, with the reasons and the raw answers. Votes are cached on
+disk (see :mod:`micebench.judges.mice.cache`), VLM replies too (``RequestCache``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, model_validator
+
+from micebench.judges.base import Judge, JudgeConfig
+from micebench.options import OptionsError, read_yaml_mapping
+from micebench.spec import Judgement, JudgeRequest
+
+#: Options that change how a run goes, not what it scores: left out of the cache identity.
+_OPERATIONAL = {
+    "profile", "base_url", "base_url_env", "api_key_env", "concurrency", "timeout_s", "max_retries",
+    "backoff_s", "cache_path", "device", "prompts_dir", "votes",
+}  # fmt: skip
+
+
+def resolve_profile(name: str) -> Path:
+    """A profile path as given (absolute or relative to the working directory), else relative to the
+    repository root, else ``judges/<name>.yaml`` there."""
+    from micebench.judges.mice.prompts import repo_root
+
+    candidates = [Path(name), repo_root() / name, repo_root() / "judges" / f"{name}.yaml"]
+    for c in candidates:
+        if c.is_file():
+            return c.resolve()
+    tried = ", ".join(str(c) for c in candidates)
+    raise OptionsError(f"judge profile {name!r} not found (tried {tried})")
+
+
+class MiceConfig(JudgeConfig):
+    profile: str | None = Field(None, description="YAML profile merged under the explicit options.")
+    vlm_backend: Literal["openai", "transformers"] = "openai"
+    base_url: str | None = Field(None, description="OpenAI-compatible base URL; default: $base_url_env.")
+    base_url_env: str = "MICEBENCH_VLM_BASE_URL"
+    api_key_env: str = "MICEBENCH_VLM_API_KEY"
+    model: str = "Qwen/Qwen2.5-VL-32B-Instruct"
+    vlm_path: str | None = Field(None, description="Local Qwen2.5-VL directory for vlm_backend=transformers.")
+    votes: int = Field(4, ge=1)
+    temperature: float = Field(0.6, ge=0)
+    max_tokens: int = Field(1024, ge=1)
+    seed: int | None = None
+    concurrency: int = Field(8, ge=1)
+    timeout_s: float = Field(120.0, gt=0)
+    max_retries: int = Field(4, ge=0)
+    backoff_s: float = Field(1.0, ge=0)
+    detector_path: str = "IDEA-Research/grounding-dino-tiny"
+    features_path: str = "facebook/dinov3-vitl16-pretrain-lvd1689m"
+    device: str = "auto"
+    ga_variant: Literal["auto", "cm", "cu"] = "auto"
+    ga_max_images: int = Field(4, ge=2)
+    yes_match: Literal["leading", "substring"] = "leading"
+    patch_tokens: Literal["real", "upstream"] = "real"
+    prompts_dir: str | None = None
+    cache_path: str | None = Field(None, description="SQLite cache; default ~/.cache/micebench/mice.sqlite; 'none'.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _merge_profile(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not data.get("profile"):
+            return data
+        path = resolve_profile(str(data["profile"]))
+        values = read_yaml_mapping(path)
+        if "profile" in values:
+            raise OptionsError(f"{path}: a profile cannot name another profile")
+        if values.get("prompts_dir") and not Path(values["prompts_dir"]).is_absolute():
+            values["prompts_dir"] = str((path.parent / values["prompts_dir"]).resolve())
+        return {**values, **data}
+
+
+def _fixed(judgement: Judgement) -> dict[str, Any]:
+    return {"kind": "fixed", "judgement": judgement}
+
+
+@dataclass
+class _Vote:
+    score: float | None
+    reason: str
+    raw: str = ""
+
+
+class MiceJudge(Judge):
+    """IF / CC / GA as MICE-Bench defines them, on a detector, a feature model and a VLM.
+
+    Backends are built on first use from the config; tests and embedders may pass their own
+    (``detector=``, ``features=``, ``vlm=``: anything with the backend interfaces).
+    """
+
+    Config: ClassVar[type[JudgeConfig]] = MiceConfig
+    metrics: ClassVar[tuple[str, ...]] = ("if", "cc", "ga")
+    name: ClassVar[str] = "mice"
+    version: ClassVar[str] = "1"
+
+    def __init__(self, config: MiceConfig | None = None, *, detector=None, features=None, vlm=None) -> None:
+        super().__init__(config)
+        from micebench.judges.mice.prompts import load_prompts
+
+        self.prompts = load_prompts(self.config.prompts_dir)
+        self._detector, self._features, self._vlm = detector, features, vlm
+        self._vote_cache = None
+        self._request_cache = None
+
+    # ----- identity -------------------------------------------------------------------------
+    @property
+    def prompt_hash(self) -> str:
+        return self.prompts.hash
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        d["prompt_hash"] = self.prompt_hash
+        return d
+
+    @property
+    def profile_id(self) -> str:
+        scoring = {k: v for k, v in self.config.model_dump(mode="json").items() if k not in _OPERATIONAL}
+        blob = json.dumps({"v": self.version, **scoring}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    # ----- backends -------------------------------------------------------------------------
+    def _cache_file(self) -> Path | None:
+        p = self.config.cache_path
+        if p and p.lower() == "none":
+            return None
+        return Path(p) if p else Path.home() / ".cache" / "micebench" / "mice.sqlite"
+
+    @property
+    def vote_cache(self):
+        if self._vote_cache is None and self._cache_file() is not None:
+            from micebench.judges.mice.cache import VoteCache
+
+            self._vote_cache = VoteCache(self._cache_file())
+        return self._vote_cache
+
+    @property
+    def detector(self):
+        if self._detector is None:
+            from micebench.judges.backends.detector import GroundingDinoDetector
+
+            self._detector = GroundingDinoDetector(self.config.detector_path, self.config.device)
+        if not hasattr(self._detector, "calls"):
+            from micebench.judges.backends.detector import CachedDetector
+
+            self._detector = CachedDetector(self._detector)
+        return self._detector
+
+    @property
+    def features(self):
+        if self._features is None:
+            from micebench.judges.backends.features import Dinov3Features
+
+            self._features = Dinov3Features(self.config.features_path, self.config.device)
+        return self._features
+
+    @property
+    def vlm(self):
+        if self._vlm is None:
+            c = self.config
+            if c.vlm_backend == "transformers":
+                from micebench.judges.backends.vlm import TransformersQwenVLM
+
+                if not c.vlm_path:
+                    raise OptionsError("mice judge: vlm_backend=transformers needs vlm_path (a local Qwen2.5-VL dir)")
+                self._vlm = TransformersQwenVLM(c.vlm_path, c.device, seed=c.seed or 0)
+            else:
+                from micebench.judges.backends.vlm import OpenAIChatVLM, RequestCache
+
+                base = c.base_url or os.environ.get(c.base_url_env, "")
+                if not base:
+                    raise OptionsError(
+                        f"mice judge: no VLM endpoint; set base_url=... or the environment variable {c.base_url_env}"
+                    )
+                cache_file = self._cache_file()
+                if cache_file is not None and self._request_cache is None:
+                    self._request_cache = RequestCache(cache_file)
+                self._vlm = OpenAIChatVLM(
+                    base, c.model, api_key=os.environ.get(c.api_key_env) or None, timeout_s=c.timeout_s,
+                    max_retries=c.max_retries, backoff_s=c.backoff_s, concurrency=c.concurrency,
+                    cache=self._request_cache, seed=c.seed,
+                )  # fmt: skip
+        return self._vlm
+
+    # ----- scoring --------------------------------------------------------------------------
+    def score(self, requests: list[JudgeRequest]) -> list[list[Judgement]]:
+        from micebench.images import image_hash
+
+        plans: list[dict[str, Any]] = []
+        for req in requests:
+            src_hash = req.source_hash or image_hash(req.source_image)
+            out_hashes = list(req.output_hashes) or [image_hash(o) for o in req.outputs]
+            plans.append(self._plan(req, src_hash, out_hashes))
+        from micebench.judges.mice.if_rules import USES_VLM
+
+        needs_vlm = any(p["ga"]["kind"] == "votes" for p in plans) or any(
+            p["if"]["kind"] == "votes" and r.turn.task_type in USES_VLM for p, r in zip(plans, requests, strict=True)
+        )
+        needs_det = any(p[m]["kind"] == "votes" for p in plans for m in ("if", "cc"))
+        # Build backends up front: a misconfigured judge fails loudly, not turn by turn.
+        if needs_det:
+            _ = self.detector
+        if needs_vlm:
+            _ = self.vlm
+        if any(p["cc"]["kind"] == "votes" for p in plans):
+            _ = self.features
+        tasks = [
+            (i, m, v)
+            for i, p in enumerate(plans)
+            for m in self.metrics
+            if p[m]["kind"] == "votes"
+            for v in range(p[m]["n"])
+        ]
+        with ThreadPoolExecutor(max_workers=self.config.concurrency) as pool:
+            done = list(pool.map(lambda t: self._run_vote(requests[t[0]], plans[t[0]], t[1], t[2]), tasks))
+        votes: dict[tuple[int, str], list[_Vote]] = {}
+        for (i, m, _v), res in zip(tasks, done, strict=True):
+            votes.setdefault((i, m), []).append(res)
+        out: list[list[Judgement]] = []
+        for i, p in enumerate(plans):
+            row = []
+            for m in self.metrics:
+                if p[m]["kind"] == "votes":
+                    row.append(self._aggregate(m, votes[i, m]))
+                else:
+                    row.append(p[m]["judgement"])
+            out.append(row)
+        return out
+
+    def _meta(self, metric: str) -> dict[str, str]:
+        c = self.config
+        vlm_name = c.vlm_path if c.vlm_backend == "transformers" else c.model
+        model = {
+            "if": f"{vlm_name} + {c.detector_path}",
+            "cc": f"{c.detector_path} + {c.features_path}",
+            "ga": str(vlm_name),
+        }[metric]
+        revs = []
+        for attr in {"if": ("_vlm", "_detector"), "cc": ("_detector", "_features"), "ga": ("_vlm",)}[metric]:
+            rev = getattr(getattr(self, attr), "revision", "") if getattr(self, attr) is not None else ""
+            if rev:
+                revs.append(rev)
+        return {"judge": "mice", "model": model, "revision": " + ".join(revs), "prompt_hash": self.prompt_hash}
+
+    def _plan(self, req: JudgeRequest, src_hash: str, out_hashes: list[str]) -> dict[str, Any]:
+        from micebench.judges.mice.ga import build_ga_prompt, ga_variant
+        from micebench.judges.mice.grammar import GrammarError, parse_instruction
+        from micebench.judges.mice.if_rules import InvalidItem, check_item
+
+        turn, t = req.turn, req.turn_index
+        hashes = [src_hash, *out_hashes]
+        plan: dict[str, Any] = {}
+        try:
+            parsed = parse_instruction(turn.task_type, turn.formatted_instruction)
+            check_item(parsed)
+            prev_hash = hashes[t]  # source at turn 1, else output t-1
+            plan["if"] = {
+                "kind": "votes", "n": self.config.votes, "parsed": parsed,
+                "images": [prev_hash, out_hashes[t]], "text": f"{turn.task_type}|{turn.formatted_instruction}",
+            }  # fmt: skip
+        except GrammarError as e:
+            plan["if"] = _fixed(Judgement.unscored("if", f"bad instruction: {e}", **self._meta("if")))
+        except InvalidItem as e:
+            plan["if"] = _fixed(Judgement.not_applicable("if", str(e), **self._meta("if")))
+        if not turn.unchanged_objects:
+            reason = "no unchanged_objects listed for this turn"
+            plan["cc"] = _fixed(Judgement.not_applicable("cc", reason, **self._meta("cc")))
+        else:
+            text = json.dumps([turn.unchanged_objects, turn.all_objects, turn.bg_consistency, self.config.patch_tokens])
+            plan["cc"] = {"kind": "votes", "n": 1, "images": [src_hash, out_hashes[t]], "text": text}
+        n_images = t + 2
+        if n_images > self.config.ga_max_images:
+            reason = f"GA needs {n_images} images; the judge accepts at most ga_max_images={self.config.ga_max_images}"
+            plan["ga"] = _fixed(Judgement.unscored("ga", reason, **self._meta("ga")))
+        else:
+            variant = ga_variant(req.session, self.config.ga_variant)
+            try:
+                prompt = build_ga_prompt(req.session, t, variant, self.prompts)
+                plan["ga"] = {"kind": "votes", "n": self.config.votes, "prompt": prompt, "images": hashes[: t + 2],
+                              "text": f"{variant}|{prompt}"}  # fmt: skip
+            except ValueError as e:
+                plan["ga"] = _fixed(Judgement.unscored("ga", str(e), **self._meta("ga")))
+        return plan
+
+    def _run_vote(self, req: JudgeRequest, plan: dict[str, Any], metric: str, vote: int) -> _Vote:
+        from micebench.judges.mice.cache import vote_key
+
+        spec = plan[metric]
+        cache = self.vote_cache
+        key = vote_key(self.profile_id, metric, self.prompt_hash, spec["images"], spec["text"], vote)
+        if cache is not None:
+            hit = cache.get(key)
+            if hit is not None:
+                return _Vote(hit["score"], hit["reason"], hit["raw"])
+        result = self._compute_vote(req, spec, metric, vote)
+        if cache is not None and result.score is not None:
+            cache.put(key, result.score, result.reason, result.raw)
+        return result
+
+    def _ask(self, vote: int):
+        from micebench.judges.backends.vlm import VLMError
+        from micebench.judges.mice.if_rules import VoteFailed
+
+        def ask(images: list[Any], template: str, **fields: Any):
+            prompt = self.prompts.render(template, **fields) if template in self.prompts.templates else template
+            try:
+                return self.vlm.ask(
+                    images, prompt, temperature=self.config.temperature, max_tokens=self.config.max_tokens, vote=vote
+                )
+            except VLMError as e:
+                raise VoteFailed(f"VLM call failed: {e}", e.raw) from e
+
+        return ask
+
+    def _compute_vote(self, req: JudgeRequest, spec: dict[str, Any], metric: str, vote: int) -> _Vote:
+        from micebench.judges.mice.cc import CCNotApplicable, CCUnavailable, compute_cc
+        from micebench.judges.mice.ga import read_final
+        from micebench.judges.mice.if_rules import RULES, RuleContext, VoteFailed
+
+        try:
+            if metric == "if":
+                ctx = RuleContext(req.previous, req.output, self.detector, self._ask(vote), self.config.yes_match)
+                r = RULES[req.turn.task_type](spec["parsed"], ctx)
+                return _Vote(r.score, r.reason, r.raw)
+            if metric == "ga":
+                images = [req.source_image, *req.outputs]
+                reply = self._ask(vote)(images, spec["prompt"])
+                ok = read_final(reply.text, reply.truncated)
+                return _Vote(1.0 if ok else 0.0, f"final verdict {'yes' if ok else 'no'}", reply.text)
+            turn = req.turn
+            res = compute_cc(
+                req.source_image, req.output, turn.unchanged_objects, turn.all_objects, turn.bg_consistency,
+                self.detector, self.features, self.config.patch_tokens,
+            )  # fmt: skip
+            return _Vote(res.score, res.reason)
+        except VoteFailed as e:
+            return _Vote(None, e.reason, e.raw)
+        except (CCUnavailable, CCNotApplicable) as e:
+            return _Vote(None, str(e))
+        except Exception as e:  # a backend crash on one turn is recorded on that turn, not raised
+            return _Vote(None, f"{type(e).__name__}: {e}")
+
+    def _aggregate(self, metric: str, votes: list[_Vote]) -> Judgement:
+        meta = self._meta(metric)
+        ok = [v.score for v in votes if v.score is not None]
+        n = len(votes)
+        raws = [v.raw for v in votes if v.raw]
+        raw = "\n---\n".join(raws)[:8000]
+        if not ok:
+            reasons = "; ".join(dict.fromkeys(v.reason for v in votes))
+            return Judgement.unscored(metric, f"0/{n} votes succeeded: {reasons}", raw=raw, votes=(None,) * n, **meta)
+        failed = [v.reason for v in votes if v.score is None]
+        reason = f"{len(ok)}/{n} votes succeeded"
+        first = next(v.reason for v in votes if v.score is not None)
+        reason += f"; {first}" if n == 1 else f"; e.g. {first}"
+        if failed:
+            reason += f"; failures: {'; '.join(dict.fromkeys(failed))}"
+        return Judgement(
+            metric=metric,
+            score=sum(ok) / len(ok),
+            votes=tuple(v.score for v in votes),
+            reason=reason,
+            raw=raw,
+            **meta,
+        )
+
+    def close(self) -> None:
+        for c in (self._vote_cache, self._request_cache):
+            if c is not None:
+                c.close()
+        self._vote_cache = self._request_cache = None
