@@ -161,19 +161,13 @@ class Runner:
         if not requests:
             return out
         started = time.perf_counter()
-        timeout = self.settings.turn_timeout * len(requests) if self.settings.turn_timeout else None
-        try:
-            results = call_with_timeout(editor.edit, requests, timeout)
-            if not isinstance(results, (list, tuple)) or len(results) != len(requests):
-                got = len(results) if isinstance(results, (list, tuple)) else type(results).__name__
-                raise TypeError(f"editor returned {got} results for {len(requests)} requests")
+        results, batch_error = self._call_editor(editor, requests)
+        if batch_error is not None and len(requests) > 1 and not batch_error.startswith("timeout"):
+            # One bad request must not take its batch-mates down: retry them one by one.
+            singles = [self._call_editor(editor, [r]) for r in requests]
+            results = [res[0] if err is None else EditResult(error=err) for res, err in singles]
             batch_error = None
-        except EditorTimeout as e:
-            batch_error = f"timeout: {e} (turn timeout {self.settings.turn_timeout:g} s x {len(requests)})"
-        except Exception as e:  # an editor's failure becomes error rows; the run goes on
-            batch_error = f"editor raised {type(e).__name__}: {e}"
-        elapsed = time.perf_counter() - started
-        per_turn = elapsed / len(requests)
+        per_turn = (time.perf_counter() - started) / len(requests)
         for i, (s, input_hash) in enumerate(inputs):
             if batch_error is not None:
                 out.append(TurnRecord(s.id, t, "error", error=batch_error[:2000], input_hash=input_hash,
@@ -204,6 +198,20 @@ class Runner:
                 )
             )
         return out
+
+    def _call_editor(self, editor: Editor, requests: list[EditRequest]) -> tuple[list[Any] | None, str | None]:
+        """(results, None) or (None, why the whole call failed)."""
+        timeout = self.settings.turn_timeout * len(requests) if self.settings.turn_timeout else None
+        try:
+            results = call_with_timeout(editor.edit, requests, timeout)
+        except EditorTimeout as e:
+            return None, f"timeout: {e} (turn timeout {self.settings.turn_timeout:g} s x {len(requests)})"
+        except Exception as e:  # an editor's failure becomes error rows; the run goes on
+            return None, f"editor raised {type(e).__name__}: {e}"
+        if not isinstance(results, (list, tuple)) or len(results) != len(requests):
+            got = len(results) if isinstance(results, (list, tuple)) else type(results).__name__
+            return None, f"editor returned {got} results for {len(requests)} requests"
+        return list(results), None
 
     def _request(self, s: Session, t: int, records: dict[tuple[str, int], TurnRecord]) -> tuple[EditRequest, str]:
         if t == 0:
@@ -268,26 +276,37 @@ class Runner:
                     output_hashes=out_hashes,
                 )
             )
-        try:
-            results = judge.score(requests)
-            if not isinstance(results, (list, tuple)) or len(results) != len(requests):
-                got = len(results) if isinstance(results, (list, tuple)) else type(results).__name__
-                raise TypeError(f"returned {got} results for {len(requests)} requests")
+        results, failure = _call_judge(judge, requests)
+        if failure is not None and len(requests) > 1:
+            # Retry one by one, so a turn the judge chokes on does not leave its batch-mates unscored.
+            singles = [_call_judge(judge, [r]) for r in requests]
+            results = [res[0] if err is None else err for res, err in singles]
             failure = None
-        except Exception as e:  # the judge's failure is recorded per metric, never as a score
-            results, failure = None, f"judge {judge.name} failed: {type(e).__name__}: {e}"
         items: list[tuple[str, int, Judgement]] = []
         for i, (s, t) in enumerate(batch):
             got: dict[str, Judgement] = {}
-            if results is not None:
-                for j in results[i] if isinstance(results[i], (list, tuple)) else []:
-                    if isinstance(j, Judgement):
-                        got[j.metric] = j
+            why = failure
+            if results is not None and isinstance(results[i], str):
+                why = results[i]
+            elif results is not None and isinstance(results[i], (list, tuple)):
+                got = {j.metric: j for j in results[i] if isinstance(j, Judgement)}
             for metric in judge.metrics or tuple(got):
                 j = got.get(metric)
                 if j is None:
-                    j = Judgement.unscored(metric, failure or f"judge {judge.name} returned no judgement for {metric}")
+                    j = Judgement.unscored(metric, why or f"judge {judge.name} returned no judgement for {metric}")
                 if not j.judge:
                     j = j.model_copy(update={"judge": judge.name})
                 items.append((s.id, t, j))
         return items
+
+
+def _call_judge(judge: Judge, requests: list[JudgeRequest]) -> tuple[list[Any] | None, str | None]:
+    """(results, None) or (None, why the call failed); a failure is recorded as unscored, never a score."""
+    try:
+        results = judge.score(requests)
+    except Exception as e:  # recorded per metric as the unscored reason
+        return None, f"judge {judge.name} failed: {type(e).__name__}: {e}"
+    if not isinstance(results, (list, tuple)) or len(results) != len(requests):
+        got = len(results) if isinstance(results, (list, tuple)) else type(results).__name__
+        return None, f"judge {judge.name} returned {got} results for {len(requests)} requests"
+    return list(results), None
