@@ -243,7 +243,7 @@ def test_votes_mean_of_successes_and_every_vote_stored():
     assert jd.votes == (1.0, 1.0, 0.0, None)
     assert jd.score == pytest.approx(2 / 3)
     assert jd.reason.startswith("3/4 votes succeeded")
-    assert jd.judge == "mice" and jd.prompt_hash and "fake" not in jd.model
+    assert jd.judge == "mice" and jd.prompt_hash and jd.model == "fake-vlm + fake-detector" and jd.revision == "v0 + r0"
 
 
 def test_all_votes_failing_is_unscored_with_reason_and_raw():

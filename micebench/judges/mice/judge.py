@@ -240,19 +240,22 @@ class MiceJudge(Judge):
         return out
 
     def _meta(self, metric: str) -> dict[str, str]:
+        """judge / model / revision / prompt_hash of a judgement: the backends' own names once built."""
         c = self.config
-        vlm_name = c.vlm_path if c.vlm_backend == "transformers" else c.model
-        model = {
-            "if": f"{vlm_name} + {c.detector_path}",
-            "cc": f"{c.detector_path} + {c.features_path}",
-            "ga": str(vlm_name),
-        }[metric]
-        revs = []
+        configured = {
+            "_vlm": c.vlm_path if c.vlm_backend == "transformers" else c.model,
+            "_detector": c.detector_path,
+            "_features": c.features_path,
+        }
+        names, revs = [], []
         for attr in {"if": ("_vlm", "_detector"), "cc": ("_detector", "_features"), "ga": ("_vlm",)}[metric]:
-            rev = getattr(getattr(self, attr), "revision", "") if getattr(self, attr) is not None else ""
+            backend = getattr(self, attr)
+            names.append(str(getattr(backend, "name", "") or configured[attr]) if backend else str(configured[attr]))
+            rev = getattr(backend, "revision", "") if backend is not None else ""
             if rev:
                 revs.append(rev)
-        return {"judge": "mice", "model": model, "revision": " + ".join(revs), "prompt_hash": self.prompt_hash}
+        model, revision = " + ".join(names), " + ".join(revs)
+        return {"judge": "mice", "model": model, "revision": revision, "prompt_hash": self.prompt_hash}
 
     def _plan(self, req: JudgeRequest, src_hash: str, out_hashes: list[str]) -> dict[str, Any]:
         from micebench.judges.mice.ga import build_ga_prompt, ga_variant
