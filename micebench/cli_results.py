@@ -43,8 +43,10 @@ _run_dir = click.Path(exists=True, file_okay=False, path_type=Path)
 @click.option("--success-metric", "success_metrics", multiple=True, help="Cumulative-success metric (default: *_if).")
 @click.option("--bootstrap", "n_boot", type=int, default=1000, show_default=True, help="Bootstrap replicates.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed.")
+@click.option("--metric", "metrics", multiple=True, help="Show only these metrics (default: all).")
 @_results_errors
-def summary(run_dir: Path, threshold: float, success_metrics: tuple[str, ...], n_boot: int, seed: int) -> None:
+def summary(run_dir: Path, threshold: float, success_metrics: tuple[str, ...], n_boot: int, seed: int,
+            metrics: tuple[str, ...]) -> None:
     """Print a run's tables: overall, per turn, per subset, per task type, cumulative success.
 
     Every cell is `mean [95% CI] cov X%`: the CI resamples sessions; coverage is scored / applicable turns.
@@ -55,7 +57,7 @@ def summary(run_dir: Path, threshold: float, success_metrics: tuple[str, ...], n
 
     run = tables.load_run(run_dir)
     df, m = run.turns, run.manifest
-    kw = {"n_boot": n_boot, "seed": seed}
+    kw = {"n_boot": n_boot, "seed": seed, "metrics": list(metrics) or None}
     judges = ", ".join(f"{j.get('key') or j.get('name')}@{j.get('version', '')}" for j in m.get("judges") or [])
     suite = m.get("suite") or {}
     click.echo(f"run {m.get('run_id', run_dir.name)}: editor {run.label}, suite {suite.get('name')}@"
@@ -67,20 +69,20 @@ def summary(run_dir: Path, threshold: float, success_metrics: tuple[str, ...], n
         return
     with pd.option_context("display.width", 250, "display.max_columns", 50, "display.max_colwidth", 60):
         click.echo("\n== overall")
-        click.echo(tables.wide(tables.overall(df, **kw).assign(all="all"), "all").to_string())
+        click.echo(tables.wide(tables.overall(df, **kw).assign(all="all"), "all").to_string(header=False))
         click.echo("\n== per turn")
         click.echo(tables.wide(tables.by_turn(df, **kw), "turn").to_string())
         if "subset" in df.columns and df["subset"].nunique() > 1:
             click.echo("\n== per subset")
             click.echo(tables.wide(tables.by_subset(df, **kw), "subset").to_string())
         click.echo("\n== per task type")
-        click.echo(tables.wide(tables.by_task_type(df, **kw), "task_type").to_string())
-        succ = tables.cumulative_success(df, list(success_metrics) or None, threshold, **kw)
+        click.echo(tables.wide(tables.by_task_type(df, **kw), "task_type", rows="group").to_string())
+        succ = tables.cumulative_success(df, list(success_metrics) or None, threshold, n_boot=n_boot, seed=seed)
         if len(succ):
             click.echo(f"\n== cumulative session success (every turn up to t scores >= {threshold})")
             succ = succ.assign(cell=succ.apply(
                 lambda r: f"{r.success:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}] cov {r.coverage:.0%}", axis=1))
-            click.echo(succ.pivot(index="turn", columns="metric", values="cell").to_string())
+            click.echo(succ.pivot(index="metric", columns="turn", values="cell").to_string())
 
 
 @click.group()

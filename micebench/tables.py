@@ -269,8 +269,10 @@ def session_means(df: pd.DataFrame, metrics: list[str] | None = None) -> pd.Data
     return out
 
 
-def wide(long: pd.DataFrame, index: str, digits: int = 3) -> pd.DataFrame:
-    """Printable pivot of an :func:`aggregate` table: one row per group, one ``mean [lo, hi] cov`` cell per metric."""
+def wide(long: pd.DataFrame, index: str, digits: int = 3, rows: str = "metric") -> pd.DataFrame:
+    """Printable pivot of an :func:`aggregate` table: ``mean [lo, hi] cov X%`` cells with one row per metric and one
+    column per group (``rows="metric"``, readable when a run has many metrics), or the other way round
+    (``rows="group"``, readable when there are many groups)."""
 
     def cell(r: pd.Series) -> str:
         if not np.isfinite(r["mean"]):
@@ -279,8 +281,10 @@ def wide(long: pd.DataFrame, index: str, digits: int = 3) -> pd.DataFrame:
         return f"{r['mean']:.{digits}f}{ci} cov {r['coverage']:.0%}"
 
     long = long.assign(cell=long.apply(cell, axis=1))
-    table = long.pivot(index=index, columns="metric", values="cell")
-    return table[[m for m in dict.fromkeys(long["metric"])]]
+    order = list(dict.fromkeys(long["metric"]))
+    if rows == "group":
+        return long.pivot(index=index, columns="metric", values="cell")[order]
+    return long.pivot(index="metric", columns=index, values="cell").loc[order]
 
 
 @dataclass(frozen=True)

@@ -125,5 +125,9 @@ def test_show_reads_literature_file():
     path = Path(__file__).resolve().parents[1] / "leaderboards" / "literature.csv"
     if not path.exists():
         pytest.skip("leaderboards/literature.csv not written yet")
-    res = CliRunner().invoke(lb_cmd, ["show", str(path)])
+    res = CliRunner().invoke(lb_cmd, ["show", str(path), "--sort", "value", "--columns", "benchmark,model,value"])
     assert res.exit_code == 0, res.output
+    lit = rows(path)
+    assert lit and all(r["status"] == "reported, not reproduced" for r in lit)
+    assert all(r["source"].startswith("https://") and r["locator"] and r["paper"] for r in lit)
+    assert all(float(r["value"]) >= 0 for r in lit)
