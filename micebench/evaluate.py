@@ -138,6 +138,7 @@ def start_run(
 def resume_run(run_dir: str | Path, progress: bool = True) -> RunResult:
     """Finish an interrupted run: edit what is missing, judge what is unjudged, export."""
     store = RunStore.open(run_dir)
+    store.repair()
     m = store.read_manifest()
     settings = RunSettings(batch_size=m.get("batch_size") or 8, turn_timeout=m.get("turn_timeout"), progress=progress)
     judges = build_judges([(j["name"], j.get("config", {})) for j in m.get("judges", [])])

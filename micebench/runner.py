@@ -21,7 +21,7 @@ from micebench.editors.base import Editor
 from micebench.images import BadImageError, as_rgb_image, load_image
 from micebench.judges.base import Judge
 from micebench.spec import EditRequest, EditResult, Judgement, JudgeRequest, Session
-from micebench.store import RunStore, TurnRecord
+from micebench.store import RunStore, RunStoreError, TurnRecord
 
 
 class EditorTimeout(TimeoutError):
@@ -153,7 +153,7 @@ class Runner:
         for s in batch:
             try:
                 req, input_hash = self._request(s, t, records)
-            except (BadImageError, OSError) as e:
+            except (BadImageError, OSError, RunStoreError) as e:
                 out.append(TurnRecord(s.id, t, "error", error=f"input: {e}"))
                 continue
             requests.append(req)
@@ -260,11 +260,13 @@ class Runner:
         self, judge: Judge, batch: list[tuple[Session, int]], records: dict[tuple[str, int], TurnRecord]
     ) -> list[tuple[str, int, Judgement]]:
         requests = []
+        unreadable: list[tuple[str, int, Judgement]] = []
+        kept: list[tuple[Session, int]] = []
         for s, t in batch:
             src_hash = records[(s.id, 0)].input_hash or ""
             out_hashes = tuple(records[(s.id, k)].output_hash or "" for k in range(t + 1))
-            requests.append(
-                JudgeRequest(
+            try:
+                req = JudgeRequest(
                     session=s,
                     turn_index=t,
                     source_image=self.store.get_image(src_hash),
@@ -275,7 +277,15 @@ class Runner:
                     source_hash=src_hash,
                     output_hashes=out_hashes,
                 )
-            )
+            except RunStoreError as e:
+                unreadable += [(s.id, t, Judgement.unscored(m, f"image unreadable: {e}", judge=judge.name))
+                               for m in judge.metrics]
+                continue
+            requests.append(req)
+            kept.append((s, t))
+        batch = kept
+        if not requests:
+            return unreadable
         results, failure = _call_judge(judge, requests)
         if failure is not None and len(requests) > 1:
             # Retry one by one, so a turn the judge chokes on does not leave its batch-mates unscored.
@@ -297,7 +307,7 @@ class Runner:
                 if not j.judge:
                     j = j.model_copy(update={"judge": judge.name})
                 items.append((s.id, t, j))
-        return items
+        return items + unreadable
 
 
 def _call_judge(judge: Judge, requests: list[JudgeRequest]) -> tuple[list[Any] | None, str | None]:

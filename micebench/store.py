@@ -160,7 +160,7 @@ class RunStore:
         data = png_bytes(img)
         digest = sha256_bytes(data)
         path = self.images_dir / f"{digest}.png"
-        if not path.exists():
+        if not path.is_file() or path.stat().st_size != len(data):
             _atomic_write(path, data)
         return digest
 
@@ -171,9 +171,13 @@ class RunStore:
         path = self.image_path(digest)
         if not path.is_file():
             raise RunStoreError(f"{self.root}: image {digest} is referenced but missing from images/")
-        with Image.open(path) as im:
-            im.load()
-            return im.convert("RGB")
+        try:
+            with Image.open(path) as im:
+                im.load()
+                return im.convert("RGB")
+        except OSError as e:  # PIL's UnidentifiedImageError is an OSError
+            raise RunStoreError(f"{self.root}: stored image {digest} cannot be read ({e}); "
+                                f"`micebench run --resume` redoes the turns that made it") from e
 
     # -- sessions and turns ----------------------------------------------------
     def sessions(self) -> list[Session]:
@@ -211,6 +215,26 @@ class RunStore:
                     for r in records
                 ],
             )
+
+    def repair(self) -> list[tuple[str, int]]:
+        """Forget turns whose output image is missing or empty (e.g. a power cut between the image
+        write and the disk flush) together with their session's later turns, so a resume redoes
+        them. Returns the (session_id, turn) pairs forgotten."""
+        broken: dict[str, int] = {}
+        for (sid, turn), r in self.turn_records().items():
+            if r.status != "ok":
+                continue
+            p = self.image_path(r.output_hash or "")
+            if not p.is_file() or p.stat().st_size == 0:
+                broken[sid] = min(turn, broken.get(sid, turn))
+        dropped = []
+        with self.transaction() as c:
+            for sid, turn in broken.items():
+                rows = c.execute("SELECT turn FROM turns WHERE session_id = ? AND turn >= ?", (sid, turn)).fetchall()
+                dropped += [(sid, r[0]) for r in rows]
+                c.execute("DELETE FROM turns WHERE session_id = ? AND turn >= ?", (sid, turn))
+                c.execute("DELETE FROM judgements WHERE session_id = ? AND turn >= ?", (sid, turn))
+        return dropped
 
     # -- judgements -------------------------------------------------------------
     def judged_turns(self, judge_key: str) -> set[tuple[str, int]]:

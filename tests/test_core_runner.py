@@ -83,3 +83,15 @@ def test_score_adds_a_judge_and_resume_skips_done_work(photos, tmp_path):
     before = RunStore.open(res.run_dir).turn_records()
     resume_run(res.run_dir, progress=False)
     assert RunStore.open(res.run_dir).turn_records() == before
+
+
+def test_resume_redoes_turns_whose_image_vanished(photos, tmp_path):
+    res = _run(photos, tmp_path)
+    store = RunStore.open(res.run_dir)
+    rec = store.turn_records()[("coffee-cm", 1)]
+    store.image_path(rec.output_hash).write_bytes(b"")  # as a power cut could leave it
+    assert store.repair() == [("coffee-cm", 1), ("coffee-cm", 2)]
+    resume_run(res.run_dir, progress=False)
+    df = pd.read_parquet(res.run_dir / "turns.parquet")
+    assert (df.status == "ok").all() and (df.pixel_l1_src_status == "ok").all()
+    assert store.image_path(rec.output_hash).stat().st_size > 0
