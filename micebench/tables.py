@@ -19,6 +19,7 @@ Conventions the functions promise:
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,12 +103,16 @@ def bootstrap_ratio(
     return float(lo), float(hi)
 
 
+@functools.lru_cache(maxsize=16)
 def resample_weights(n_units: int, n_boot: int, seed: int) -> np.ndarray:
-    """An (n_boot, n_units) matrix: how often each unit is drawn in each bootstrap replicate (seeded)."""
+    """An (n_boot, n_units) matrix: how often each unit is drawn in each bootstrap replicate (seeded).
+
+    Cached (read-only), since every group and metric of a table with the same size reuses it.
+    """
     rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n_units, size=(n_boot, n_units))
-    weights = np.zeros((n_boot, n_units))
-    np.add.at(weights, (np.repeat(np.arange(n_boot), n_units), idx.ravel()), 1.0)
+    idx = rng.integers(0, n_units, size=(n_boot, n_units)) + (np.arange(n_boot) * n_units)[:, None]
+    weights = np.bincount(idx.ravel(), minlength=n_boot * n_units).reshape(n_boot, n_units).astype(float)
+    weights.flags.writeable = False
     return weights
 
 
