@@ -158,9 +158,7 @@ def run(suite_spec, suite_opts, models, model_opts, model_config, judges, judge_
     if not models:
         fail("give an editor with --model (see `micebench list editors`)")
     try:
-        suite = load_suite(suite_spec, {**_pairs(suite_opts, "-S"), **({"seed": seed} if suite_spec == "synth"
-                                                                      and "seed=" not in " ".join(suite_opts) else {})},
-                           Path(image_root) if image_root else None)
+        suite = load_suite(suite_spec, _pairs(suite_opts, "-S"), Path(image_root) if image_root else None, seed=seed)
     except (SuiteError, OptionsError, UnknownNameError) as e:
         fail(str(e))
     if limit:

@@ -12,7 +12,8 @@ from micebench.suites.base import SuiteData, SuiteError
 
 
 def load_suite(spec: str, options: dict[str, Any] | None = None, image_root: Path | None = None,
-               check_images: bool = True) -> SuiteData:
+               check_images: bool = True, seed: int | None = None) -> SuiteData:
+    """Load ``spec``; ``seed`` fills a registered suite's ``seed`` option unless ``options`` sets it."""
     options = dict(options or {})
     path = Path(spec)
     looks_like_path = path.suffix in (".yaml", ".yml", ".jsonl") or "/" in spec or path.exists()
@@ -34,6 +35,8 @@ def load_suite(spec: str, options: dict[str, Any] | None = None, image_root: Pat
         cls = registry.load("suites", spec)
     except registry.UnknownNameError as e:
         raise SuiteError(f"{e} Or give a .yaml/.jsonl file or a folder with test_metadata.jsonl.") from e
+    if seed is not None and "seed" in cls.Config.model_fields and "seed" not in options:
+        options["seed"] = seed
     try:
         config = build_config(cls.Config, options, where=f"suite {spec!r}")
     except OptionsError as e:
