@@ -119,3 +119,101 @@ def save_tiny_dinov3(path: Path, hidden: int = 32, registers: int = 4, image_siz
     model.save_pretrained(path)
     DINOv3ViTImageProcessor(size={"height": image_size, "width": image_size}).save_pretrained(path)
     return path
+
+
+def save_tiny_grounding_dino(path: Path, seed: int = 0) -> Path:
+    """A 4-stage tiny Swin + 1-layer BERT GroundingDINO (about 170k parameters); inputs 256x256."""
+    import torch
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from transformers import (
+        BertConfig,
+        BertTokenizerFast,
+        GroundingDinoConfig,
+        GroundingDinoForObjectDetection,
+        GroundingDinoImageProcessor,
+        GroundingDinoProcessor,
+        SwinConfig,
+    )  # fmt: skip
+
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(vocab_size=200, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+    tok.train_from_iterator(["a cat . a dog . red mug . sofa lamp bed apple vase book cup ."] * 10, trainer)
+    path.mkdir(parents=True, exist_ok=True)
+    tok.save(str(path / "wordpiece.json"))
+    bert_tok = BertTokenizerFast(tokenizer_file=str(path / "wordpiece.json"), model_max_length=256)
+    swin = SwinConfig(embed_dim=8, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1], window_size=4, image_size=256,
+                      out_features=["stage2", "stage3", "stage4"])  # fmt: skip
+    bert = BertConfig(vocab_size=len(bert_tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                      intermediate_size=32, max_position_embeddings=256)  # fmt: skip
+    cfg = GroundingDinoConfig(
+        backbone_config=swin, text_config=bert, d_model=32, encoder_layers=1, decoder_layers=2,
+        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32,
+        num_queries=10, num_feature_levels=4, encoder_n_points=2, decoder_n_points=2, use_timm_backbone=False,
+        max_text_len=256, backbone=None, use_pretrained_backbone=False,
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    GroundingDinoForObjectDetection(cfg).eval().save_pretrained(path)
+    images = GroundingDinoImageProcessor(size={"shortest_edge": 256, "longest_edge": 256})
+    GroundingDinoProcessor(image_processor=images, tokenizer=bert_tok).save_pretrained(path)
+    return path
+
+
+QWEN_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['content'] is string %}{{ m['content'] }}"
+    "{% else %}{% for c in m['content'] %}{% if c['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def save_tiny_qwen25vl(path: Path, seed: int = 0) -> Path:
+    """A Qwen2.5-VL with a 1-layer vision tower and 1-layer LM (about 100k parameters), byte-level BPE."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import (
+        PreTrainedTokenizerFast,
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2_5_VLProcessor,
+        Qwen2VLImageProcessor,
+        Qwen2VLVideoProcessor,
+    )  # fmt: skip
+
+    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+               "<|image_pad|>", "<|video_pad|>"]  # fmt: skip
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=special,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
+    tok.train_from_iterator(["yes no the user assistant picture color red mug FINAL round"] * 5, trainer)
+    path.mkdir(parents=True, exist_ok=True)
+    tok.save(str(path / "bpe.json"))
+    ft = PreTrainedTokenizerFast(tokenizer_file=str(path / "bpe.json"), eos_token="<|im_end|>",
+                                 pad_token="<|endoftext|>")  # fmt: skip
+    ids = {t: ft.convert_tokens_to_ids(t) for t in special}
+    text = dict(
+        vocab_size=len(ft), hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=1, max_position_embeddings=2048,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
+        bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
+    )  # fmt: skip
+    vision = dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=32, patch_size=14,
+                  spatial_merge_size=2, temporal_patch_size=2, window_size=56, fullatt_block_indexes=[0])  # fmt: skip
+    cfg = Qwen2_5_VLConfig(
+        text_config=text, vision_config=vision, image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    model = Qwen2_5_VLForConditionalGeneration(cfg).eval()
+    model.generation_config.eos_token_id = ids["<|im_end|>"]
+    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    model.save_pretrained(path)
+    Qwen2_5_VLProcessor(
+        image_processor=Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=112 * 112), tokenizer=ft,
+        video_processor=Qwen2VLVideoProcessor(), chat_template=QWEN_TEMPLATE,
+    ).save_pretrained(path)  # fmt: skip
+    return path

@@ -141,7 +141,7 @@ class GroundingDinoDetector:
             result = self.processor.post_process_grounded_object_detection(
                 outputs, inputs["input_ids"], threshold=threshold, text_threshold=threshold
             )[0]
-        labels = result.get("text_labels", result.get("labels", []))
+        labels = result["text_labels"] if "text_labels" in result else result.get("labels", [])
         found = []
         for box, score, label in zip(result["boxes"].tolist(), result["scores"].tolist(), labels, strict=True):
             # Not clipped to [0, 1]: upstream's IoU and large-box tests see the raw box.
