@@ -64,8 +64,19 @@ class GateResult:
         return REGRESSION if any(c.verdict == "regression" for c in self.checks) else PASS
 
     def to_json(self) -> str:
+        """Strict JSON (a missing number is null, never NaN)."""
         payload = asdict(self) | {"exit_code": self.exit_code, "passed": self.exit_code == PASS}
-        return json.dumps(payload, indent=2, default=lambda v: None)
+        return json.dumps(_no_nan(payload), indent=2, allow_nan=False)
+
+
+def _no_nan(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _no_nan(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_no_nan(v) for v in value]
+    return value
 
 
 def parse_tolerances(values: tuple[str, ...] | list[str], default: float = 0.02) -> tuple[float, dict[str, float]]:
@@ -181,8 +192,16 @@ def run_gate(
             result.notes.append(note)
         result.baseline_rows.append(base["row_id"])
         base_sessions = leaderboard.read_sessions(baseline_file, base["row_id"])
-        run_metrics = [c for c in tables.metric_columns(run.turns)]
-        common = [m for m in run_metrics if m in base_sessions.columns and f"{m}_n" in base_sessions.columns]
+        run_metrics = tables.metric_columns(run.turns)
+        base_metrics = [c[:-2] for c in base_sessions.columns if c.endswith("_n") and c[:-2] in base_sessions.columns]
+        common = [m for m in run_metrics if m in base_metrics]
+        if not metrics:
+            only_run = sorted(set(run_metrics) - set(base_metrics))
+            only_base = sorted(set(base_metrics) - set(run_metrics))
+            if only_run:
+                result.notes.append(f"subset {row['subset']}: not in the baseline, not gated: {', '.join(only_run)}")
+            if only_base:
+                result.notes.append(f"subset {row['subset']}: in the baseline only, not gated: {', '.join(only_base)}")
         if metrics:
             absent = [m for m in metrics if m not in common]
             if absent:

@@ -30,6 +30,7 @@ from micebench.tables import RunData
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2")
 FAIL_SUFFIXES = ("_if", "_ga")
 THUMB = 192
+LAZY_ABOVE_TURNS = 300
 
 
 def _e(value: object) -> str:
@@ -44,8 +45,8 @@ def _fmt(x: float, digits: int = 3) -> str:
 class _Images:
     """Turns an image hash of a run into an <img> src: a relative path, or a base64 thumbnail."""
 
-    def __init__(self, out_dir: Path, embed: bool) -> None:
-        self.out_dir, self.embed = out_dir.resolve(), embed
+    def __init__(self, out_dir: Path, embed: bool, lazy: bool = False) -> None:
+        self.out_dir, self.embed, self.lazy = out_dir.resolve(), embed, lazy
 
     def src(self, run: RunData, digest: str) -> str | None:
         if not digest:
@@ -187,10 +188,10 @@ def _turn_flags(row: pd.Series, metrics: list[str], threshold: float) -> tuple[b
     return bool(fail), bool(unscored)
 
 
-def _image(src: str | None, alt: str) -> str:
+def _image(src: str | None, alt: str, lazy: bool = False) -> str:
     if src is None:
         return f'<div class="noimg">{_e(alt)}</div>'
-    return f'<img src="{_e(src)}" alt="{_e(alt)}" loading="eager">'
+    return f'<img src="{_e(src)}" alt="{_e(alt)}" loading="{"lazy" if lazy else "eager"}">'
 
 
 def _turn_card(
@@ -201,7 +202,7 @@ def _turn_card(
     cls = "card turn" + (" fail" if fail else "") + (" unscored" if unscored else "")
     t = int(row["turn"])
     out = row.get("output_hash") or ""
-    img = _image(images.src(run, out), "no output" if not out else "image file missing")
+    img = _image(images.src(run, out), "no output" if not out else "image file missing", images.lazy)
     parts = [f'<div class="{cls}">{img}<div class="head">Turn {t} · {_e(row.get("task_type"))}</div>']
     parts.append(f'<div class="instr">{_e(row.get("instruction"))}</div>')
     eff = row.get("effective_instruction")
@@ -240,7 +241,8 @@ def _session_block(sid: str, runs: list[RunData], groups: list[dict], images: _I
         rows = rows.sort_values("turn")
         first = rows.iloc[0]
         subset = subset or str(first.get("subset", "") or "")
-        cards = [f'<div class="card source">{_image(images.src(run, first.get("input_hash") or ""), "source missing")}'
+        source = _image(images.src(run, first.get("input_hash") or ""), "source missing", images.lazy)
+        cards = [f'<div class="card source">{source}'
                  f'<div class="head">Source</div></div>']
         for _, row in rows.iterrows():
             card, fail, unscored = _turn_card(run, row, mets, images, threshold)
@@ -260,7 +262,8 @@ def build_html(runs: list[RunData], out_dir: Path, *, embed: bool = False, thres
     """The report page as a string; ``out_dir`` is where it will live (image paths are relative to it)."""
     if not runs:
         raise tables.ResultsError("report: no runs given")
-    images = _Images(out_dir, embed)
+    # big reports load strip images lazily (as they scroll into view); small ones load everything at once
+    images = _Images(out_dir, embed, lazy=sum(len(r.turns) for r in runs) > LAZY_ABOVE_TURNS)
     metrics = [tables.metric_columns(r.turns) for r in runs]
     all_metrics = list(dict.fromkeys(m for ms in metrics for m in ms))
     kw = {"n_boot": n_boot, "seed": seed}

@@ -138,3 +138,24 @@ def test_partial_run_pairs_on_common_sessions(tmp_path, board):
     assert all(c.paired_sessions == N // 2 for c in result.checks)
     assert any("paired 20 sessions" in n for n in result.notes)
     assert all(c.delta == pytest.approx(0.0) for c in result.checks) and result.exit_code == 0
+
+
+def test_unscored_metric_is_no_data_and_json_is_strict(tmp_path, board):
+    statuses = {(s, t, "scene_cc"): ("unscored", "timeout") for s in range(N) for t in (1, 2, 3)}
+
+    def extra(rng, s, t):
+        return {**shifted(0.0)(rng, s, t), "scene_new": 0.5}
+
+    run = make_run(tmp_path, "blind", n_sessions=N, statuses=statuses, scores=extra)
+    res = invoke(run, "--baseline", board, "--json")
+    assert res.exit_code == 0, res.output
+
+    def no_constants(name):
+        raise AssertionError(f"non-standard JSON constant {name}")
+
+    payload = json.loads(res.output, parse_constant=no_constants)
+    cc = next(c for c in payload["checks"] if c["metric"] == "scene_cc")
+    assert cc["verdict"] == "no data" and cc["delta"] is None and cc["run_coverage"] == 0.0
+    assert any("not in the baseline, not gated: scene_new" in n for n in payload["notes"])
+    suite = ET.fromstring(gate.junit_xml(gate.run_gate(tables.load_run(run), board)).split("?>", 1)[1])
+    assert suite.get("skipped") == "1" and suite.get("failures") == "0"

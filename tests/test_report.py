@@ -188,3 +188,11 @@ def test_chromium_reports_broken_images_when_runs_are_moved(tmp_path):
     attrs = dict(re.findall(r'data-([a-z-]+)="([^"]*)"', re.search(r"<html[^>]*>", dom.stdout).group(0)))
     assert int(attrs["images-broken"]) == int(attrs["images-total"]) > 0
     assert "images did not load" in dom.stdout
+
+
+def test_big_reports_load_strip_images_lazily(tmp_path):
+    small = report.build_html([tables.load_run(make_run(tmp_path, "s", n_sessions=2))], tmp_path)
+    assert 'loading="lazy"' not in small
+    many = report.LAZY_ABOVE_TURNS // 3 + 1
+    big = report.build_html([tables.load_run(make_run(tmp_path, "b", n_sessions=many))], tmp_path)
+    assert big.count('loading="lazy"') == many * 4
