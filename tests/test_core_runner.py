@@ -12,8 +12,20 @@ from micebench.suites.resolve import load_suite
 
 
 @pytest.fixture(scope="module")
-def photos():
-    return load_suite("photos")
+def photos(tmp_path_factory):
+    """The photos suite with its sources shrunk to 64x64, to keep these tests quick."""
+    from PIL import Image
+
+    from micebench.suites.base import SuiteData
+
+    full = load_suite("photos")
+    folder = tmp_path_factory.mktemp("small")
+    sessions = []
+    for s in full.sessions:
+        path = folder / f"{s.id}.png"
+        Image.open(s.source_image).convert("RGB").resize((64, 64)).save(path)
+        sessions.append(s.model_copy(update={"source_image": str(path)}))
+    return SuiteData(full.name, full.version, tuple(sessions), full.source)
 
 
 def _run(photos, tmp_path, faults=None, timeout=None, batch_size=2, judges=(("pixel", {}),), **opts):
