@@ -146,14 +146,17 @@ def show(file: Path, sort: str | None, columns: str | None) -> None:
 @click.option("--metric", "metrics", multiple=True, help="Gate only these metrics (default: all shared ones).")
 @click.option("--subset", "subsets", multiple=True, help="Gate only these subset rows (default: all).")
 @click.option("--bootstrap", "n_boot", type=int, default=2000, show_default=True, help="Paired bootstrap replicates.")
+@click.option("--max-coverage-drop", type=float, default=0.05, show_default=True,
+              help="Fail a metric whose coverage fell by more than this (use 1 to disable).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), help="Also write JUnit XML here.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the table.")
 @_results_errors
 def gate(run_dir: Path, baseline: Path, editor: str | None, config_hash: str | None, tolerance: tuple[str, ...],
-         metrics: tuple[str, ...], subsets: tuple[str, ...], n_boot: int, seed: int, junit: Path | None,
-         as_json: bool) -> None:
-    """Fail (exit 1) when RUN_DIR is significantly worse than its baseline row by more than the tolerance.
+         metrics: tuple[str, ...], subsets: tuple[str, ...], n_boot: int, max_coverage_drop: float, seed: int,
+         junit: Path | None, as_json: bool) -> None:
+    """Fail (exit 1) when RUN_DIR is significantly worse than its baseline row by more than the tolerance,
+    or a metric's coverage dropped by more than --max-coverage-drop.
 
     Exit 0: pass; 1: regression; 2: usage error or incomparable baseline (other suite version or judges).
     """
@@ -163,7 +166,8 @@ def gate(run_dir: Path, baseline: Path, editor: str | None, config_hash: str | N
     default, per = g.parse_tolerances(tolerance)
     run = tables.load_run(run_dir)
     result = g.run_gate(run, baseline, editor=editor, config_hash=config_hash, metrics=list(metrics) or None,
-                        subsets=list(subsets) or None, tolerance=default, tolerances=per, n_boot=n_boot, seed=seed)
+                        subsets=list(subsets) or None, tolerance=default, tolerances=per, n_boot=n_boot, seed=seed,
+                        max_coverage_drop=max_coverage_drop)
     if junit:
         junit.parent.mkdir(parents=True, exist_ok=True)
         junit.write_text(g.junit_xml(result))

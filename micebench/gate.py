@@ -8,7 +8,8 @@ For each subset row of the run and each metric, the gate pairs the run's session
   draw is applied to both runs.
 
 A metric *regresses* when it got worse by more than its tolerance AND the CI excludes 0 on the worse
-side. For a lower-is-better metric (see ``tables.higher_is_better``) "worse" means larger. Exit codes:
+side. For a lower-is-better metric (see ``tables.higher_is_better``) "worse" means larger. A metric whose
+coverage (scored / applicable turns) fell by more than ``max_coverage_drop`` fails too. Exit codes:
 0 pass, 1 regression, 2 usage error or incomparable baseline (raised as ResultsError).
 """
 
@@ -27,6 +28,7 @@ from micebench import leaderboard, tables
 from micebench.tables import ResultsError, RunData
 
 PASS, REGRESSION = 0, 1
+FAILING = ("regression", "coverage drop")
 _EPS = 1e-9
 
 
@@ -46,7 +48,7 @@ class MetricCheck:
     run_coverage: float
     baseline_coverage: float
     higher_is_better: bool
-    verdict: str  # "regression" | "improvement" | "ok" | "no data"
+    verdict: str  # "regression" | "coverage drop" | "improvement" | "ok" | "no data"
 
 
 @dataclass
@@ -61,7 +63,7 @@ class GateResult:
 
     @property
     def exit_code(self) -> int:
-        return REGRESSION if any(c.verdict == "regression" for c in self.checks) else PASS
+        return REGRESSION if any(c.verdict in FAILING for c in self.checks) else PASS
 
     def to_json(self) -> str:
         """Strict JSON (a missing number is null, never NaN)."""
@@ -168,8 +170,13 @@ def run_gate(
     tolerances: dict[str, float] | None = None,
     n_boot: int = 2000,
     seed: int = 0,
+    max_coverage_drop: float | None = 0.05,
 ) -> GateResult:
-    """Compare ``run`` with its baseline rows in ``baseline_file``; see the module docstring for the rule."""
+    """Compare ``run`` with its baseline rows in ``baseline_file``; see the module docstring for the rule.
+
+    ``max_coverage_drop``: a metric whose coverage fell by more than this (absolute, e.g. because the
+    editor now fails turns, which are then not scored) fails as "coverage drop"; None disables it.
+    """
     baseline_file = Path(baseline_file)
     if not baseline_file.is_file():
         raise ResultsError(f"{baseline_file}: baseline leaderboard not found")
@@ -238,6 +245,9 @@ def run_gate(
                 sign = 1.0 if hib else -1.0
                 clo, chi = sorted((sign * lo, sign * hi))
                 verdict = _verdict(sign * d, clo, chi, tol)
+            rcov = float(row.get(f"{m}_cov", float("nan")))
+            if verdict != "regression" and max_coverage_drop is not None and bcov - rcov > max_coverage_drop:
+                verdict = "coverage drop"
             result.checks.append(
                 MetricCheck(
                     subset=row["subset"],
@@ -249,7 +259,7 @@ def run_gate(
                     ci_high=hi,
                     tolerance=tol,
                     paired_sessions=len(merged),
-                    run_coverage=float(row.get(f"{m}_cov", float("nan"))),
+                    run_coverage=rcov,
                     baseline_coverage=float(bcov),
                     higher_is_better=hib,
                     verdict=verdict,
@@ -276,14 +286,14 @@ def format_table(result: GateResult) -> str:
                 f"{c.tolerance:g}",
                 str(c.paired_sessions),
                 f"{c.run_coverage:.0%}/{c.baseline_coverage:.0%}",
-                c.verdict.upper() if c.verdict == "regression" else c.verdict,
+                c.verdict.upper() if c.verdict in FAILING else c.verdict,
             ]
         )
     widths = [max(len(r[i]) for r in lines) for i in range(len(head))]
     text = ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in lines]
     text += [f"note: {n}" for n in result.notes]
-    n_bad = sum(c.verdict == "regression" for c in result.checks)
-    text.append(f"gate: {'FAIL' if n_bad else 'PASS'} ({n_bad} regression(s) in {len(result.checks)} checks)")
+    n_bad = sum(c.verdict in FAILING for c in result.checks)
+    text.append(f"gate: {'FAIL' if n_bad else 'PASS'} ({n_bad} failing of {len(result.checks)} checks)")
     return "\n".join(text)
 
 
@@ -294,7 +304,7 @@ def junit_xml(result: GateResult) -> str:
         "testsuite",
         name="micebench.gate",
         tests=str(len(checks)),
-        failures=str(sum(c.verdict == "regression" for c in checks)),
+        failures=str(sum(c.verdict in FAILING for c in checks)),
         errors="0",
         skipped=str(sum(c.verdict == "no data" for c in checks)),
     )
@@ -304,8 +314,10 @@ def junit_xml(result: GateResult) -> str:
             f"baseline {c.baseline:.4f}, run {c.run:.4f}, delta {c.delta:+.4f}, 95% CI [{c.ci_low:+.4f}, "
             f"{c.ci_high:+.4f}], tolerance {c.tolerance:g}, {c.paired_sessions} paired sessions"
         )
-        if c.verdict == "regression":
-            ET.SubElement(case, "failure", message=f"{c.metric} regressed on {c.subset}").text = detail
+        if c.verdict in FAILING:
+            what = "regressed" if c.verdict == "regression" else "lost coverage"
+            detail += f"; coverage run {c.run_coverage:.3f}, baseline {c.baseline_coverage:.3f}"
+            ET.SubElement(case, "failure", message=f"{c.metric} {what} on {c.subset}").text = detail
         elif c.verdict == "no data":
             ET.SubElement(case, "skipped", message="no scored turns on one side")
         ET.SubElement(case, "system-out").text = detail

@@ -147,7 +147,7 @@ def test_unscored_metric_is_no_data_and_json_is_strict(tmp_path, board):
         return {**shifted(0.0)(rng, s, t), "scene_new": 0.5}
 
     run = make_run(tmp_path, "blind", n_sessions=N, statuses=statuses, scores=extra)
-    res = invoke(run, "--baseline", board, "--json")
+    res = invoke(run, "--baseline", board, "--json", "--max-coverage-drop", "1")
     assert res.exit_code == 0, res.output
 
     def no_constants(name):
@@ -157,5 +157,20 @@ def test_unscored_metric_is_no_data_and_json_is_strict(tmp_path, board):
     cc = next(c for c in payload["checks"] if c["metric"] == "scene_cc")
     assert cc["verdict"] == "no data" and cc["delta"] is None and cc["run_coverage"] == 0.0
     assert any("not in the baseline, not gated: scene_new" in n for n in payload["notes"])
-    suite = ET.fromstring(gate.junit_xml(gate.run_gate(tables.load_run(run), board)).split("?>", 1)[1])
+    result = gate.run_gate(tables.load_run(run), board, max_coverage_drop=None)
+    suite = ET.fromstring(gate.junit_xml(result).split("?>", 1)[1])
     assert suite.get("skipped") == "1" and suite.get("failures") == "0"
+
+
+def test_coverage_drop_fails_even_when_scored_turns_look_the_same(tmp_path, board):
+    # the editor now crashes on 1 turn in 6: those turns are not scored, the rest score as before
+    crashes = {(s, 2) for s in range(0, N, 2)}
+    run = make_run(tmp_path, "crashy", n_sessions=N, scores=shifted(0.0), edit_errors=crashes)
+    res = invoke(run, "--baseline", board)
+    assert res.exit_code == 1, res.output
+    assert "COVERAGE DROP" in res.output
+    assert invoke(run, "--baseline", board, "--max-coverage-drop", "0.2").exit_code == 0
+    junit = tmp_path / "gate.xml"
+    invoke(run, "--baseline", board, "--junit", junit)
+    failures = [f.get("message") for f in ET.parse(junit).getroot().iter("failure")]
+    assert failures and all("lost coverage" in m for m in failures)
