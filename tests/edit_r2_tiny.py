@@ -99,3 +99,13 @@ def build_tiny_checkpoint(folder: str | Path, seed: int = 0, cfg: BagelConfig = 
     (folder / "llm_config.json").write_text(json.dumps(llm_config_json(cfg.llm), indent=2))
     (folder / "vit_config.json").write_text(json.dumps(vit_config_json(cfg.vit), indent=2))
     return folder
+
+
+def one_torch_thread():
+    """Generator for an autouse fixture: tiny models run far faster on one thread on a shared 2-core box."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -96,6 +96,7 @@ class Engine:
         self.model, self.vae, self.tok = model, vae, tokenizer
         self.device, self.dtype = torch.device(device), dtype
         self.cfg = model.cfg
+        self.vae_resize = VAE_RESIZE  # context images: BAGEL's (1024, 512, 16); tests may lower the 512
 
     @property
     def llm(self):
@@ -119,7 +120,7 @@ class Engine:
     @torch.no_grad()
     def add_image(self, ctx: Context, img: Image.Image) -> Context:
         """VAE chunk then ViT chunk of the VAE-resized image (each takes one RoPE position)."""
-        img = resize_image(img.convert("RGB"), VAE_RESIZE)
+        img = resize_image(img.convert("RGB"), self.vae_resize)
         ctx = self._add_vae_chunk(ctx, img)
         return self._add_vit_chunk(ctx, img)
 

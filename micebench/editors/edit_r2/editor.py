@@ -49,6 +49,9 @@ class EditR2Config(EditorConfig):
         "bfloat16", description="bfloat16 reproduces Edit-R2's evaluation cast; float32 upstream BAGEL's demo."
     )
     attn_impl: Literal["auto", "sdpa", "flash"] = "auto"
+    context_min_side: int = Field(
+        512, ge=16, le=1024, description="Short edge that context images are resized up to (BAGEL: 512)."
+    )
     max_cached_sessions: int = Field(8, ge=0, description="Sessions whose contexts stay in memory between turns.")
 
     @field_validator("resolution")
@@ -138,6 +141,7 @@ class EditR2Editor(Editor):
                 round_rope_to_bf16=c.rope_inv_freq_dtype == "bfloat16",
                 attn_impl=c.attn_impl,
             )
+            self._engine.vae_resize = (1024, c.context_min_side, 16)
         return self._engine
 
     def close(self) -> None:
