@@ -74,33 +74,20 @@ class SceneJudge(Judge):
         if src_obs["background"] is None:
             return self._unscored(f"source image: no known background ({src_obs['bg_share']:.0%} explained)")
         bad = [k for k, o in enumerate(outs) if o["background"] is None]
-        turn = r.turn
-        meta = turn.metadata
-        prev_graph = metas[t - 1]["target"] if t else source
-        result: list[Judgement] = []
         if t in bad:
-            why = f"turn {t + 1} output: no known background ({outs[t]['bg_share']:.0%} explained)"
-            return self._unscored(why)
-        ok, why = verdict.if_pass(meta["edit"], prev_graph, meta["target"], outs[t], meta.get("rule"),
-                                  outs[t - 1] if t else src_obs)
-        result.append(self._j("if", 1.0 if ok else 0.0, why))
-        cc, why = verdict.cc_score(source, src_obs, outs[t], meta["target"], meta.get("unchanged_ids", []),
-                                   turn.bg_consistency)
-        if cc is None:
-            result.append(Judgement.not_applicable("cc", why, judge="scene"))
-        else:
-            result.append(self._j("cc", cc, why))
-        if bad:
-            result.append(Judgement.unscored("ga", f"turn {bad[0] + 1} output cannot be parsed", judge="scene"))
-            return result
-        for k in range(t + 1):
-            prev_k = metas[k - 1]["target"] if k else source
-            ok_if, why_if = verdict.if_pass(metas[k]["edit"], prev_k, metas[k]["target"], outs[k],
-                                            metas[k].get("rule"), outs[k - 1] if k else src_obs)
-            ok_p, why_p = verdict.persist_pass(metas[k], outs[k])
-            if not (ok_if and ok_p):
-                result.append(self._j("ga", 0.0, f"round {k + 1}: {why_if or why_p}"))
-                return result
-        ok_p, why_p = verdict.persist_pass(meta, outs[t])
-        result.append(self._j("ga", 1.0 if ok_p else 0.0, why_p))
+            return self._unscored(f"turn {t + 1} output: no known background ({outs[t]['bg_share']:.0%} explained)")
+        if bad:  # an earlier output is unreadable: IF and CC of this turn still stand, GA cannot
+            outs = outs[:]
+            for k in bad:
+                outs[k] = {"background": None, "objects": []}
+        scores = verdict.score_turn(source, metas, r.turn.bg_consistency, src_obs, outs)
+        result: list[Judgement] = []
+        for m in self.metrics:
+            value, why = scores[m]
+            if m == "ga" and bad:
+                result.append(Judgement.unscored("ga", f"turn {bad[0] + 1} output cannot be parsed", judge="scene"))
+            elif value is None:
+                result.append(Judgement.not_applicable(m, why, judge="scene"))
+            else:
+                result.append(self._j(m, value, why))
         return result

@@ -170,3 +170,30 @@ def cc_score(source: dict[str, Any], src_obs: dict[str, Any], out: dict[str, Any
         return None, "no unchanged objects and no background term"
     worst = min(terms, key=lambda t: t[0])
     return worst[0], ("" if worst[0] >= 1 else f"worst: {worst[1]}")
+
+
+def score_turn(source: dict[str, Any], metas: list[dict[str, Any]], bg_consistency: bool, src_obs: dict[str, Any],
+               outs: list[dict[str, Any]]) -> dict[str, tuple[float | None, str]]:
+    """IF, CC and GA of the last turn in ``metas`` (the turns' ground truth, in order), given the
+    observed source and observed outputs of every turn so far. A None score means not applicable."""
+    t = len(metas) - 1
+    meta = metas[t]
+    prev_graph = metas[t - 1]["target"] if t else source
+    ok, why = if_pass(meta["edit"], prev_graph, meta["target"], outs[t], meta.get("rule"),
+                      outs[t - 1] if t else src_obs)
+    res: dict[str, tuple[float | None, str]] = {"if": (1.0 if ok else 0.0, why)}
+    res["cc"] = cc_score(source, src_obs, outs[t], meta["target"], meta.get("unchanged_ids", []), bg_consistency)
+    ga: tuple[float | None, str] | None = None
+    for k in range(t + 1):
+        prev_k = metas[k - 1]["target"] if k else source
+        ok_if, why_if = if_pass(metas[k]["edit"], prev_k, metas[k]["target"], outs[k], metas[k].get("rule"),
+                                outs[k - 1] if k else src_obs)
+        ok_p, why_p = persist_pass(metas[k], outs[k])
+        if not (ok_if and ok_p):
+            ga = (0.0, f"round {k + 1}: {why_if or why_p}")
+            break
+    if ga is None:
+        ok_p, why_p = persist_pass(meta, outs[t])
+        ga = (1.0 if ok_p else 0.0, why_p)
+    res["ga"] = ga
+    return res
