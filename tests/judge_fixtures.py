@@ -217,3 +217,28 @@ def save_tiny_qwen25vl(path: Path, seed: int = 0) -> Path:
         video_processor=Qwen2VLVideoProcessor(), chat_template=QWEN_TEMPLATE,
     ).save_pretrained(path)  # fmt: skip
     return path
+
+
+TINY_CLIP = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+
+
+def save_tiny_clip(directory: Path, name: str = "tiny-clip-test", seed: int = 0) -> tuple[Path, Path]:
+    """A tiny random open_clip model: (architecture JSON, checkpoint file with its state dict)."""
+    import json
+
+    import open_clip
+    import torch
+
+    directory.mkdir(parents=True, exist_ok=True)
+    cfg = directory / f"{name}.json"
+    cfg.write_text(json.dumps(TINY_CLIP))
+    open_clip.add_model_config(cfg)
+    torch.manual_seed(seed)
+    model = open_clip.create_model(name)
+    ckpt = directory / f"{name}.pt"
+    torch.save({"state_dict": model.state_dict()}, ckpt)
+    return cfg, ckpt
