@@ -244,28 +244,35 @@ def metric_names(board: pd.DataFrame) -> list[str]:
 
 
 def ranked(board: pd.DataFrame, sort: str | None = None, columns: list[str] | None = None) -> pd.DataFrame:
-    """The board sorted best-first by ``sort`` (default: the first metric), with a ``rank`` column.
+    """The board ranked best-first by ``sort`` within each (suite, suite version, subset), with a ``rank`` column.
 
-    Lower-is-better metrics sort ascending; empty values go last. ``columns`` picks what to show
-    (default: subset, editor, config hash, judges, and each metric's mean and coverage).
+    ``sort`` defaults to the first instruction-following metric (``*_if``), else the first metric.
+    Lower-is-better metrics rank ascending; empty values go last, unranked. ``columns`` picks what to
+    show (default: subset, editor, config hash, judges, each metric's mean, and ``min_cov``, the lowest
+    coverage of the row over its metrics). A file without micebench keys (e.g. literature.csv) is
+    ranked as one group and shown whole.
     """
     metrics = metric_names(board)
-    if sort is None:
-        sort = metrics[0] if metrics else None
+    if sort is None and metrics:
+        sort = next((m for m in metrics if m == "if" or m.endswith("_if")), metrics[0])
     if sort is not None and sort not in board.columns:
         raise ResultsError(f"cannot sort by {sort!r}: no such column (metrics: {', '.join(metrics) or 'none'})")
     out = board.copy()
+    if metrics:
+        covs = out[[f"{m}_cov" for m in metrics]].apply(lambda c: pd.to_numeric(c.replace("", np.nan)))
+        out["min_cov"] = [format_value(v) for v in covs.min(axis=1)]
     if sort is not None:
-        values = pd.to_numeric(out[sort].replace("", np.nan), errors="coerce")
-        order = values.sort_values(ascending=not tables.higher_is_better(sort), na_position="last", kind="stable")
-        out = out.loc[order.index]
-        ranks = values.loc[order.index].rank(ascending=not tables.higher_is_better(sort), method="min")
+        asc = not tables.higher_is_better(sort)
+        groups = [c for c in ("suite", "suite_version", "subset") if c in out.columns]
+        out["_value"] = pd.to_numeric(out[sort].replace("", np.nan), errors="coerce")
+        out["_group"] = out[groups].astype(str).agg("\x1f".join, axis=1) if groups else ""
+        out = out.sort_values(["_group", "_value"], ascending=[True, asc], na_position="last", kind="stable")
+        ranks = out.groupby("_group", sort=False)["_value"].rank(ascending=asc, method="min")
         out.insert(0, "rank", [("" if np.isnan(r) else str(int(r))) for r in ranks])
+        out = out.drop(columns=["_value", "_group"])
     if columns is None:
         base = [c for c in ("subset", "editor", "editor_config_hash", "judges") if c in out.columns]
-        columns = base + [c for m in metrics for c in (m, f"{m}_cov")]
-        if not metrics:
-            columns = [c for c in out.columns if c != "rank"]
+        columns = base + metrics + ["min_cov"] if metrics else [c for c in out.columns if c != "rank"]
     unknown = [c for c in columns if c not in out.columns]
     if unknown:
         raise ResultsError(f"unknown column(s) {', '.join(unknown)}; the file has: {', '.join(board.columns)}")

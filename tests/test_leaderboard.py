@@ -131,3 +131,19 @@ def test_show_reads_literature_file():
     assert lit and all(r["status"] == "reported, not reproduced" for r in lit)
     assert all(r["source"].startswith("https://") and r["locator"] and r["paper"] for r in lit)
     assert all(float(r["value"]) >= 0 for r in lit)
+
+
+def test_show_ranks_within_each_subset_by_if_and_shows_min_coverage(tmp_path):
+    board = tmp_path / "synth.csv"
+    runs = [
+        make_run(tmp_path, name, n_sessions=8, editor=name, subsets=("cm", "cu"), scores=default_scores(p),
+                 statuses={(0, 1, "scene_cc"): ("unscored", "timeout")} if name == "top" else None)
+        for name, p in (("mid", 0.5), ("top", 0.95))
+    ]
+    publish(*runs, "--to", board)
+    table = leaderboard.ranked(leaderboard.read_board(board))  # default sort: scene_if, not the first metric
+    assert list(table["subset"]) == ["all", "all", "cm", "cm", "cu", "cu"]
+    assert list(table["rank"]) == ["1", "2"] * 3 and list(table["editor"]) == ["top", "mid"] * 3
+    assert "scene_cc_cov" not in table.columns
+    top_all = table[(table["editor"] == "top") & (table["subset"] == "all")].iloc[0]
+    assert top_all["min_cov"] == f"{23 / 24:.4f}"  # one of 24 scene_cc turns unscored
