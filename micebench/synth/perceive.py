@@ -159,7 +159,7 @@ def parse_image(img: Image.Image, size: int, grid: int) -> dict[str, Any]:
                 ink[y0:y1, x0:x1] = np.clip((pl - cy[y0:y1, x0:x1]) / max(1.0, pl - _luma(np.asarray(scene.INK))), 0, 1)
                 text = font.read_text(ink, scene.text_scale(c), center=((y0 + y1 - 1) / 2, (x0 + x1 - 1) / 2))
                 obj.update(shape=scene.SIGN, color="white", material="plain", text=text or "", iou=1.0,
-                           mean=cp[plate].mean(axis=0).tolist())
+                           mean=cp[plate & (cy >= pl)].mean(axis=0).tolist())
             else:
                 shape, iou = classify_shape(fg)
                 color = _majority_color(cl, fg, cy)
@@ -168,11 +168,23 @@ def parse_image(img: Image.Image, size: int, grid: int) -> dict[str, Any]:
                 else:  # ink: clearly darker than the object's own colour (robust to blur mixing)
                     lb = float(_luma(np.asarray(scene.COLORS[color], dtype=np.float32)))
                     ink = fg & (cy < (lb + _luma(np.asarray(scene.INK, dtype=np.float32))) / 2)
-                base = fg & ~ink
+                # the colour is measured on the bright interior (blur mixes ink into stripe edges)
+                base = _bright_core(fg, cy) & (cl == _COLOR_NAMES.index(color)) if color != "unknown" else fg & ~ink
+                if not base.any():
+                    base = fg & ~ink
                 obj.update(shape=shape, color=color, material=classify_material(fg, ink), iou=iou,
                            mean=cp[base].mean(axis=0).tolist() if base.any() else [0.0, 0.0, 0.0])
             objects.append(obj)
     return {"background": bg, "bg_share": share, "objects": objects, "cell_means": cell_means}
+
+
+def _bright_core(fg: np.ndarray, luma: np.ndarray) -> np.ndarray:
+    from scipy.ndimage import binary_erosion
+
+    core = binary_erosion(fg, iterations=1)
+    if core.sum() < 10:
+        core = fg
+    return core & (luma >= np.percentile(luma[core], 60))
 
 
 def _majority_color(cl: np.ndarray, fg: np.ndarray, luma: np.ndarray) -> str:

@@ -163,6 +163,9 @@ def cc_score(source: dict[str, Any], src_obs: dict[str, Any], out: dict[str, Any
             terms.append((0.0, f"background became {out['background']}"))
         else:
             used = {tuple(o["cell"]) for g in (source, target) for o in g["objects"]}
+            clutter = [o for o in out["objects"] if tuple(o["cell"]) not in used]
+            if clutter:
+                terms.append((0.0, f"unexpected object in the background at {clutter[0]['cell']}"))
             empty = [f"{r},{c}" for (r, c) in scene.cells(source) if (r, c) not in used]
             errs = [_err(out.get("cell_means", {}).get(k), src_obs.get("cell_means", {}).get(k)) for k in empty]
             terms.append((fidelity(sum(errs) / len(errs)) if errs else 1.0, "background"))
