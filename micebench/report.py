@@ -91,7 +91,8 @@ def curve_svg(metric: str, curves: list[tuple[str, pd.DataFrame]], width: int = 
     parts = [
         f'<svg class="curve" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" role="img" aria-label="{_e(metric)} by turn">',
-        f'<text x="{ml}" y="15" font-size="13" font-weight="600">{_e(metric)}</text>',
+        f'<text x="{ml}" y="15" font-size="13" font-weight="600">{_e(metric)}'
+        f'{"" if tables.higher_is_better(metric) else " (lower is better)"}</text>',
     ]
     for v in np.linspace(lo, hi, 5):
         parts.append(f'<line x1="{ml}" x2="{ml + pw}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="#e5e5e5"/>')
@@ -155,7 +156,7 @@ def _summary_table(runs: list[RunData], overall: list[pd.DataFrame], metrics: li
         by = table.set_index("metric")
         cells = "".join(_stat_cell(by.loc[m]) if m in by.index else "<td>-</td>" for m in metrics)
         rows.append(f"<tr><td>{_e(run.label)}</td>{cells}</tr>")
-    return f"<table>{head}{''.join(rows)}</table>"
+    return f"<div class=\"scroll\"><table>{head}{''.join(rows)}</table></div>"
 
 
 def _group_table(long: pd.DataFrame, index: str, title: str) -> str:
