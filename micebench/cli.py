@@ -195,6 +195,11 @@ def _print_summaries(results) -> None:
     for r in results:
         click.echo(turn_summary(r.run_dir))
         click.echo("")
+    if len(results) > 1:
+        from micebench.quicklook import editors_table
+
+        click.secho("All editors (mean over scored turns):", bold=True)
+        click.echo(editors_table([r.run_dir for r in results]))
 
 
 @main.command()

@@ -34,3 +34,25 @@ def turn_summary(run_dir: str | Path) -> str:
         rows[m] = row
     table = pd.DataFrame(rows).T
     return head + "\n" + table.to_string(float_format=lambda v: f"{v:.3f}", na_rep="-")
+
+
+def editors_table(run_dirs: list[str | Path]) -> str:
+    """One line per run: the mean of each IF / CC / GA metric over all scored turns."""
+    import json
+
+    import pandas as pd
+
+    from micebench.store import read_turn_table
+
+    rows = {}
+    for d in run_dirs:
+        d = Path(d)
+        name = json.loads((d / "manifest.json").read_text())["editor"]["name"]
+        df = read_turn_table(d)
+        metrics = [c[: -len("_status")] for c in df.columns if c.endswith("_status") and c != "status"]
+        rows[name] = {m: df.loc[df[f"{m}_status"] == "ok", m].mean()
+                      for m in metrics if m.rsplit("_", 1)[-1] in ("if", "cc", "ga")}
+        rows[name]["failed turns"] = int((df["status"] != "ok").sum())
+    table = pd.DataFrame(rows).T
+    table["failed turns"] = table["failed turns"].astype(int)
+    return table.to_string(float_format=lambda v: f"{v:.3f}", na_rep="-")
