@@ -87,11 +87,12 @@ def test_two_turn_session_end_to_end(first_run):
 def test_ic_cot_decodes_tokens_and_falls_back_on_random_output(first_run):
     _, (_, r2) = first_run
     trace = r2.extra["ic_cot_trace"]
-    assert isinstance(trace, str)
-    assert 0 <= r2.extra["ic_cot_tokens"] <= 11  # max_think_tokens counts the BOS
-    # random weights never write "<think>...</think> answer": the original instruction is kept, and said so
+    # the tiny random model never emits <|im_end|> early: the whole budget is decoded
+    assert r2.extra["ic_cot_tokens"] == 11  # max_think_tokens 12 counts the BOS
+    assert isinstance(trace, str) and trace.strip()
+    # ...and never writes "<think> ... </think> answer": the original instruction is kept, and said so
     assert r2.extra["ic_cot_fallback"] is True
-    assert r2.extra["ic_cot_fallback_reason"] in ("empty output", "no closing </think> tag", "nothing after </think>")
+    assert r2.extra["ic_cot_fallback_reason"] == "no closing </think> tag"
     assert r2.effective_instruction == INSTRUCTIONS[1]
 
 
