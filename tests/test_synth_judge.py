@@ -45,10 +45,11 @@ def _tint(img, off=(12, -10, 8)):
 
 TOLERANCES = {
     "none": lambda im: im,
-    "blur_r0.8": lambda im: im.filter(ImageFilter.GaussianBlur(0.8)),
+    "blur_r1.0": lambda im: im.filter(ImageFilter.GaussianBlur(1.0)),
     "shift_3px": _shift,
     "jpeg_q75": _jpeg,
     "color_shift_12": _tint,
+    "all_four": lambda im: _jpeg(_tint(_shift(im.filter(ImageFilter.GaussianBlur(1.0))))),
 }
 
 
@@ -68,7 +69,9 @@ def test_oracle_passes_under_each_tolerance(small_suite, name):
         for t, res in enumerate(_score(judge, s, outs)):
             assert res["if"].score == 1.0, (name, s.id, t + 1, res["if"].reason)
             assert res["ga"].score == 1.0, (name, s.id, t + 1, res["ga"].reason)
-            assert res["cc"].status.value == "not_applicable" or res["cc"].score >= 0.95, (name, s.id, t + 1)
+            # one distortion stays inside the CC tolerance; all four at once cost a little
+            floor = 0.85 if name == "all_four" else 0.95
+            assert res["cc"].status.value == "not_applicable" or res["cc"].score >= floor, (name, s.id, t + 1)
 
 
 def test_each_deliberate_error_is_caught(small_suite):
@@ -167,4 +170,4 @@ def test_expected_ordering_on_the_default_suite(tmp_path):
     assert ga["oracle"] >= ga["context"] > ga["lastturn"]
     assert r["identity"]["cc"].mean() > 0.95 and r["identity"]["if"].mean() < 0.05
     cc_by_turn = r["drift"].groupby("turn")["cc"].mean()
-    assert all(a > b for a, b in zip(cc_by_turn, cc_by_turn.iloc[1:])), cc_by_turn.tolist()
+    assert all(a > b for a, b in zip(cc_by_turn, cc_by_turn.iloc[1:], strict=False)), cc_by_turn.tolist()

@@ -103,8 +103,12 @@ def read_text(ink: np.ndarray, scale: int, center: tuple[float, float] | None = 
     pad = max(full_w, full_h) + 2
     padded = np.zeros((h + 2 * pad, w + 2 * pad))
     padded[pad : pad + h, pad : pad + w] = ink
-    templates = np.stack([GLYPHS[ch] for ch in ALPHABET]).astype(np.float64)  # (K, 7, 5)
-    best_text, best_err = "", float("inf")
+    # Glyphs at full resolution, centred and normalised: matching by correlation tolerates blur,
+    # which spreads ink into neighbouring pixels and lowers its contrast.
+    full = np.stack([np.kron(GLYPHS[ch], np.ones((scale, scale))) for ch in ALPHABET]).reshape(len(ALPHABET), -1)
+    full = full - full.mean(axis=1, keepdims=True)
+    full /= np.linalg.norm(full, axis=1, keepdims=True)
+    best_text, best_score = "", -float("inf")
     for dy in (-1, 0, 1):
         for dx in (-1, 0, 1):
             left = int(round(cx - (full_w - 1) / 2)) + dx + pad
@@ -112,12 +116,13 @@ def read_text(ink: np.ndarray, scale: int, center: tuple[float, float] | None = 
             region = padded[top : top + full_h, left : left + full_w]
             chars, total = [], 0.0
             for i in range(n):
-                cell = region[:, i * pitch : i * pitch + GLYPH_W * scale]
-                small = cell.reshape(GLYPH_H, scale, GLYPH_W, scale).mean(axis=(1, 3))
-                errs = np.abs(templates - small[None]).sum(axis=(1, 2))
-                k = int(errs.argmin())
+                cell = region[:, i * pitch : i * pitch + GLYPH_W * scale].reshape(-1)
+                cell = cell - cell.mean()
+                norm = float(np.linalg.norm(cell))
+                corr = full @ cell / (norm if norm > 0 else 1.0)
+                k = int(corr.argmax())
                 chars.append(ALPHABET[k])
-                total += float(errs[k])
-            if total < best_err:
-                best_text, best_err = "".join(chars), total
+                total += float(corr[k])
+            if total > best_score:
+                best_text, best_score = "".join(chars), total
     return best_text

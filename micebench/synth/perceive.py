@@ -20,7 +20,7 @@ from micebench.synth import font, scene
 
 MIN_FOREGROUND = 0.06  # share of a cell that must be object pixels for the cell to hold an object
 MIN_SHAPE_IOU = 0.55  # below this the blob is recorded with shape "unknown"
-BG_TOLERANCE = 42.0  # RGB distance within which a pixel counts as explained by a background tone
+BG_TOLERANCE = 60.0  # RGB distance within which a pixel counts as explained by a background tone
 MIN_BG_EXPLAINED = 0.45  # share of pixels a background must explain to be identified
 
 _COLOR_NAMES = list(scene.COLORS)
@@ -145,6 +145,10 @@ def parse_image(img: Image.Image, size: int, grid: int) -> dict[str, Any]:
             sl = (slice(r * c, (r + 1) * c), slice(col * c, (col + 1) * c))
             cl, cp, cy = lab[sl], arr[sl], luma[sl]
             fg = cl >= 0
+            if fg.mean() >= MIN_FOREGROUND:  # blurred ink can look like background: fill the holes
+                from scipy.ndimage import binary_fill_holes
+
+                fg = binary_fill_holes(fg)
             cell_means[f"{r},{col}"] = cp.reshape(-1, 3).mean(axis=0).tolist()
             if fg.mean() < MIN_FOREGROUND:
                 continue
