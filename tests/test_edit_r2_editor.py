@@ -191,6 +191,13 @@ def test_default_context_size(ckpt):
     assert create_editor("edit-r2", {}).config.context_min_side == 512
 
 
+def test_describe_records_the_prompt_hash():
+    a = create_editor("edit-r2", {}).describe()
+    b = create_editor("edit-r2", {"ic_cot_system_prompt": "think, then answer"}).describe()
+    assert a["name"] == "edit-r2" and a["config"]["cfg_renorm"] == "text_channel"
+    assert len(a["ic_cot_prompt_sha256"]) == 16 and a["ic_cot_prompt_sha256"] != b["ic_cot_prompt_sha256"]
+
+
 def test_options_are_validated():
     with pytest.raises(OptionsError, match="resolution"):
         create_editor("edit-r2", {"resolution": 100})

@@ -128,6 +128,12 @@ class EditR2Editor(Editor):
     @property
     def engine(self):
         if self._engine is None:
+            try:
+                import safetensors  # noqa: F401
+                import torch  # noqa: F401
+            except ImportError as e:
+                raise ImportError(f"the {self.name or 'edit-r2'} editor needs torch and safetensors: "
+                                  "pip install 'micebench[models]'") from e  # fmt: skip
             from .loading import load_engine
 
             device, dtype = self._resolve_device_dtype()
@@ -152,11 +158,20 @@ class EditR2Editor(Editor):
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
+    def describe(self) -> dict[str, Any]:
+        """The config plus a hash of the IC-CoT prompt texts, so a prompt change shows in the manifest."""
+        from .prompts import TASKS, THINK_SYSTEM_PROMPT
+
+        out = super().describe()
+        texts = [self.config.ic_cot_system_prompt or THINK_SYSTEM_PROMPT, *(TASKS[k] for k in sorted(TASKS))]
+        out["ic_cot_prompt_sha256"] = hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:16]
+        return out
+
     # -- editing ---------------------------------------------------------------------------------
     def ic_cot_mode(self, req: EditRequest) -> str:
         mode = self.config.ic_cot
         if mode == "auto":
-            from .generation import mode_for_subset
+            from .prompts import mode_for_subset
 
             return mode_for_subset(req.session.subset)
         return mode

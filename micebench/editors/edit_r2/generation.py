@@ -6,8 +6,8 @@ listing the ORIGINAL earlier instructions and the current one; greedily decode; 
 first ``</think>`` is the new instruction. Empty output, nothing after the tag, or no closing tag falls
 back to the original instruction, and the caller records why.
 
-The prompt wording below is this project's own paraphrase of the structure Edit-R2 uses (the exact
-upstream wording is not reproduced); it can be replaced through the editor options.
+The prompt texts live in :mod:`.prompts` (torch-free); the system text can be replaced through the
+editor options.
 """
 
 from __future__ import annotations
@@ -17,45 +17,12 @@ from dataclasses import dataclass
 import torch
 
 from .context import Context, Engine
+from .prompts import IC_COT_MODES, TASKS, THINK_SYSTEM_PROMPT, mode_for_subset, rewrite_request
 
-THINK_SYSTEM_PROMPT = (
-    "Before you answer, reason about the request step by step, and put that reasoning between "
-    "<think> and </think>.\nThen write your answer after the closing tag. "
-    "Example: <think> short reasoning here </think> final answer here"
-)
-
-TASKS = {
-    "cu": (
-        "The current instruction may point back with vague words such as it, them, its, their or there. "
-        "Using what the images show and the earlier instructions, replace each such word with the concrete "
-        "object it most likely refers to."
-    ),
-    "cm": (
-        "Earlier rounds may have set a rule that must keep holding in every later round (for example a colour "
-        "or style that has to stay applied). Fold any such lasting rule into the current instruction."
-    ),
-    "generic": (
-        "Rewrite the current instruction so that it can be understood on its own, without the editing history."
-    ),
-}
-
-IC_COT_MODES = ("cm", "cu", "generic")
-
-
-def rewrite_request(history: list[str], current: str, mode: str) -> str:
-    """The rewrite request: numbered history of ORIGINAL instructions, the current one quoted, the task."""
-    if mode not in TASKS:
-        raise ValueError(f"unknown IC-CoT mode {mode!r}; expected one of {', '.join(IC_COT_MODES)}")
-    lines = ["Editing history:"]
-    lines += [f"Round {i}: {p}" for i, p in enumerate(history, start=1)]
-    lines += [
-        "",
-        f'Current instruction: "{current}"',
-        "",
-        TASKS[mode],
-        "Keep your thinking brief (under 100 words). After it, output only the enhanced instruction.",
-    ]
-    return "\n".join(lines)
+__all__ = [
+    "IC_COT_MODES", "TASKS", "THINK_SYSTEM_PROMPT", "Rewrite", "extract_instruction", "greedy_decode",
+    "ic_cot_rewrite", "mode_for_subset", "rewrite_request",
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -145,9 +112,3 @@ def ic_cot_rewrite(
     raw, n = greedy_decode(engine, scratch, max_length)
     instruction, fallback = extract_instruction(raw, current)
     return Rewrite(instruction=instruction, raw_output=raw, fallback=fallback, num_tokens=n)
-
-
-def mode_for_subset(subset: str) -> str:
-    """'auto' mode: MICE-Bench subset cm -> cm, cu -> cu, anything else -> generic."""
-    s = subset.strip().lower()
-    return s if s in ("cm", "cu") else "generic"
