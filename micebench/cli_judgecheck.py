@@ -15,10 +15,12 @@ import click
               help="Which judge metric stands for if/cc/ga (default: metrics named if, cc, ga).")
 @click.option("--threshold", "thr_pairs", multiple=True, metavar="METRIC=VALUE",
               help="Pass threshold of a metric (default 0.5: score >= 0.5 passes).")
+@click.option("--noise", type=click.Choice(["none", "blur", "jpeg", "shift", "tint", "all"]), default="none",
+              show_default=True, help="Editor-like noise added to every output (within the scene tolerances).")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
 @click.option("--out", type=click.Path(dir_okay=False), help="Also write the table as CSV.")
-def judge_check(judge_name, judge_pairs, judge_config, suite_name, suite_pairs, map_pairs, thr_pairs, batch_size,
-                out):
+def judge_check(judge_name, judge_pairs, judge_config, suite_name, suite_pairs, map_pairs, thr_pairs, noise,
+                batch_size, out):
     """Score probe editors and deliberately wrong edits with JUDGE; print agreement per metric and task type."""
     from tqdm import tqdm
 
@@ -41,7 +43,7 @@ def judge_check(judge_name, judge_pairs, judge_config, suite_name, suite_pairs, 
     bar = tqdm(desc=f"judge-check {judge_name}", unit="case")
     try:
         table = judgecheck.judge_check(judge_name, jopts, sopts, mapping or None, thresholds, batch_size,
-                                       progress=bar.update)
+                                       progress=bar.update, noise=noise)
     except (OptionsError, ValueError) as e:
         raise click.ClickException(str(e)) from e
     finally:

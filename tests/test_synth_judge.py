@@ -3,15 +3,13 @@ unscored on what it cannot parse; judge-check agreement; and the expected probe 
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pytest
-from PIL import Image, ImageFilter
+from PIL import Image
 
 from micebench.images import load_image
 from micebench.spec import EditRequest, EditResult, JudgeRequest
-from micebench.synth import judgecheck, probes, scene
+from micebench.synth import judgecheck, noise, probes, scene
 from micebench.synth.judge import SceneJudge
 from micebench.synth.suite import SynthSuite
 
@@ -29,28 +27,7 @@ def small_suite(tmp_path_factory):
     return SynthSuite(SynthSuite.Config(n=6)).load()
 
 
-def _jpeg(img, q=75):
-    buf = io.BytesIO()
-    img.save(buf, "JPEG", quality=q)
-    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
-
-
-def _shift(img, dy=3, dx=-3):
-    return Image.fromarray(np.roll(np.roll(np.asarray(img), dy, 0), dx, 1))
-
-
-def _tint(img, off=(12, -10, 8)):
-    return Image.fromarray(np.clip(np.asarray(img).astype(int) + off, 0, 255).astype(np.uint8))
-
-
-TOLERANCES = {
-    "none": lambda im: im,
-    "blur_r1.0": lambda im: im.filter(ImageFilter.GaussianBlur(1.0)),
-    "shift_3px": _shift,
-    "jpeg_q75": _jpeg,
-    "color_shift_12": _tint,
-    "all_four": lambda im: _jpeg(_tint(_shift(im.filter(ImageFilter.GaussianBlur(1.0))))),
-}
+TOLERANCES = {**noise.NOISES}
 
 
 def _score(judge, session, outs):
@@ -70,7 +47,7 @@ def test_oracle_passes_under_each_tolerance(small_suite, name):
             assert res["if"].score == 1.0, (name, s.id, t + 1, res["if"].reason)
             assert res["ga"].score == 1.0, (name, s.id, t + 1, res["ga"].reason)
             # one distortion stays inside the CC tolerance; all four at once cost a little
-            floor = 0.85 if name == "all_four" else 0.95
+            floor = 0.85 if name == "all" else 0.95
             assert res["cc"].status.value == "not_applicable" or res["cc"].score >= floor, (name, s.id, t + 1)
 
 

@@ -22,6 +22,7 @@ from typing import Any
 from micebench.spec import JudgeRequest, Session
 from micebench.synth import probes, scene, verdict
 from micebench.synth.edits import EditError, apply_edit
+from micebench.synth.noise import NOISES
 
 ERROR_KINDS = ("wrong_color", "wrong_object", "right_edit_wrong_object", "rule_broken", "background_altered",
                "nothing_done")
@@ -134,8 +135,11 @@ def _images(case: dict[str, Any], source_img: Any) -> list[Any]:
 def judge_check(judge_name: str, judge_options: dict[str, Any] | None = None,
                 suite_options: dict[str, Any] | None = None, metric_map: dict[str, str] | None = None,
                 thresholds: dict[str, float] | None = None, batch_size: int = 32,
-                progress: Callable[[int], None] | None = None, judge: Any = None) -> Any:
+                progress: Callable[[int], None] | None = None, judge: Any = None, noise: str = "none") -> Any:
     """Run the judge on every case; return the agreement table (a pandas DataFrame).
+
+    ``noise`` (one of :data:`micebench.synth.noise.NOISES`) is applied to every output image: the
+    truth does not change, since the noises are within the scene judge's documented tolerances.
 
     Rows: one per (metric, task_type) plus task_type "all"; columns: n, agree, accuracy, false_pass,
     false_pass_rate (judge passed what truly fails, over true fails), false_fail, false_fail_rate (over
@@ -156,6 +160,8 @@ def judge_check(judge_name: str, judge_options: dict[str, Any] | None = None,
         raise ValueError(f"judge {judge_name!r} has metrics {', '.join(judge.metrics)}; map if/cc/ga to them "
                          f"(e.g. cc=ssim_src); not found: {', '.join(missing) or 'no if/cc/ga'}")
     thresholds = thresholds or {}
+    if noise not in NOISES:
+        raise ValueError(f"noise {noise!r}: expected one of {', '.join(NOISES)}")
     cases = build_cases(data.sessions)
     rows = []
     sources: dict[str, Any] = {}
@@ -167,7 +173,7 @@ def judge_check(judge_name: str, judge_options: dict[str, Any] | None = None,
             if s.id not in sources:
                 sources[s.id] = load_image(s.source_image)
             reqs.append(JudgeRequest(session=s, turn_index=c["turn"], source_image=sources[s.id],
-                                     outputs=tuple(_images(c, sources[s.id]))))
+                                     outputs=tuple(NOISES[noise](im) for im in _images(c, sources[s.id]))))
         for c, js in zip(chunk, judge.score(reqs), strict=True):
             by = {j.metric: j for j in js}
             for truth_name, jm in metric_map.items():
