@@ -191,6 +191,21 @@ def test_default_context_size(ckpt):
     assert create_editor("edit-r2", {}).config.context_min_side == 512
 
 
+def test_a_failing_turn_becomes_an_error_row(ckpt, monkeypatch):
+    ed = create_editor("edit-r2", options(ckpt, context_min_side=64))
+    engine = ed.engine
+
+    def boom(ctx, text):
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(engine, "add_text", boom)
+    out = ed.edit([request(session(sid="x"), 0)])
+    assert len(out) == 1 and out[0].image is None and "out of memory" in out[0].error
+    assert "x" not in ed._sessions
+    ed.close()
+    assert ed._engine is None
+
+
 def test_describe_records_the_prompt_hash():
     a = create_editor("edit-r2", {}).describe()
     b = create_editor("edit-r2", {"ic_cot_system_prompt": "think, then answer"}).describe()

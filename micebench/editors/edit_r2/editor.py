@@ -152,6 +152,8 @@ class EditR2Editor(Editor):
 
     def close(self) -> None:
         self._sessions.clear()
+        if self._engine is None:
+            return
         self._engine = None
         import torch
 
