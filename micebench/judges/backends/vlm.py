@@ -99,19 +99,22 @@ class RequestCache:
             self._db.close()
 
 
-def image_data_url(image: Any, fmt: str = "png") -> str:
-    """A ``data:`` URL of the image (PNG by default: lossless and deterministic)."""
+def _encode(image: Any, fmt: str) -> tuple[bytes, str]:
     from micebench.images import as_rgb_image, png_bytes
 
     img = as_rgb_image(image, "VLM input")
     if fmt == "png":
-        data, mime = png_bytes(img), "image/png"
-    elif fmt == "jpeg":
+        return png_bytes(img), "image/png"
+    if fmt == "jpeg":
         buf = io.BytesIO()
         img.save(buf, format="JPEG", quality=95)
-        data, mime = buf.getvalue(), "image/jpeg"
-    else:
-        raise ValueError(f"image format {fmt!r}: expected png or jpeg")
+        return buf.getvalue(), "image/jpeg"
+    raise ValueError(f"image format {fmt!r}: expected png or jpeg")
+
+
+def image_data_url(image: Any, fmt: str = "png") -> str:
+    """A ``data:`` URL of the image (PNG by default: lossless and deterministic)."""
+    data, mime = _encode(image, fmt)
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
@@ -187,9 +190,8 @@ class OpenAIChatVLM:
     def ask(
         self, images: list[Any], prompt: str, *, temperature: float, max_tokens: int, vote: int = 0
     ) -> VLMReply:
-        from micebench.images import image_hash
-
-        hashes = [image_hash(im) for im in images]
+        encoded = [_encode(im, self.image_format) for im in images]  # encoded once: hashed and sent
+        hashes = [hashlib.sha256(data).hexdigest() for data, _ in encoded]
         seed = None if self.seed is None else self.seed + vote
         key = request_key(
             self.model, prompt, hashes, temperature=temperature, max_tokens=max_tokens, vote=vote, seed=seed
@@ -200,7 +202,8 @@ class OpenAIChatVLM:
                 self._count("cache_hits")
                 return VLMReply(text=hit["text"], finish_reason=hit.get("finish_reason", ""), cached=True)
         content: list[dict] = [
-            {"type": "image_url", "image_url": {"url": image_data_url(im, self.image_format)}} for im in images
+            {"type": "image_url", "image_url": {"url": f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"}}
+            for data, mime in encoded
         ]
         content.append({"type": "text", "text": prompt})
         payload: dict[str, Any] = {
