@@ -17,10 +17,12 @@ import click
               help="Pass threshold of a metric (default 0.5: score >= 0.5 passes).")
 @click.option("--noise", type=click.Choice(["none", "blur", "jpeg", "shift", "tint", "all"]), default="none",
               show_default=True, help="Editor-like noise added to every output (within the scene tolerances).")
+@click.option("--by", type=click.Choice(["task_type", "case", "turn", "subset"]), default="task_type",
+              show_default=True, help="Break the table down by task type, case (probe / error kind), turn or subset.")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
 @click.option("--out", type=click.Path(dir_okay=False), help="Also write the table as CSV.")
 def judge_check(judge_name, judge_pairs, judge_config, suite_name, suite_pairs, map_pairs, thr_pairs, noise,
-                batch_size, out):
+                by, batch_size, out):
     """Score probe editors and deliberately wrong edits with JUDGE; print agreement per metric and task type."""
     from tqdm import tqdm
 
@@ -43,7 +45,7 @@ def judge_check(judge_name, judge_pairs, judge_config, suite_name, suite_pairs, 
     bar = tqdm(desc=f"judge-check {judge_name}", unit="case")
     try:
         table = judgecheck.judge_check(judge_name, jopts, sopts, mapping or None, thresholds, batch_size,
-                                       progress=bar.update, noise=noise)
+                                       progress=bar.update, noise=noise, by=by)
     except (OptionsError, ValueError) as e:
         raise click.ClickException(str(e)) from e
     finally:

@@ -33,3 +33,11 @@ def test_bad_usage_is_explained():
     assert r.exit_code == 2 and "if, cc or ga" in r.output
     r = CliRunner().invoke(judge_check, ["--judge", "scene", "-J", "nope=1", "-S", "n=1"])
     assert r.exit_code != 0 and "nope" in r.output
+
+
+def test_breakdown_by_case_lists_every_probe_and_error():
+    r = CliRunner().invoke(judge_check, ["--judge", "scene", "-S", "n=2", "--by", "case"])
+    assert r.exit_code == 0, r.output
+    for name in ("oracle", "synth-context", "synth-lastturn", "synth-drift", "nothing_done", "wrong_color",
+                 "background_altered", "right_edit_wrong_object", "wrong_object", "rule_broken"):
+        assert name in r.output

@@ -135,13 +135,15 @@ def _images(case: dict[str, Any], source_img: Any) -> list[Any]:
 def judge_check(judge_name: str, judge_options: dict[str, Any] | None = None,
                 suite_options: dict[str, Any] | None = None, metric_map: dict[str, str] | None = None,
                 thresholds: dict[str, float] | None = None, batch_size: int = 32,
-                progress: Callable[[int], None] | None = None, judge: Any = None, noise: str = "none") -> Any:
+                progress: Callable[[int], None] | None = None, judge: Any = None, noise: str = "none",
+                by: str = "task_type") -> Any:
     """Run the judge on every case; return the agreement table (a pandas DataFrame).
 
     ``noise`` (one of :data:`micebench.synth.noise.NOISES`) is applied to every output image: the
     truth does not change, since the noises are within the scene judge's documented tolerances.
 
-    Rows: one per (metric, task_type) plus task_type "all"; columns: n, agree, accuracy, false_pass,
+    Rows: one per (metric, ``by``) plus ``by`` = "all", where ``by`` is task_type, case (probe or
+    error kind), turn or subset; columns: n, agree, accuracy, false_pass,
     false_pass_rate (judge passed what truly fails, over true fails), false_fail, false_fail_rate (over
     true passes), unscored, not_applicable. ``progress(k)`` is called after each batch of k cases.
     """
@@ -175,10 +177,10 @@ def judge_check(judge_name: str, judge_options: dict[str, Any] | None = None,
             reqs.append(JudgeRequest(session=s, turn_index=c["turn"], source_image=sources[s.id],
                                      outputs=tuple(NOISES[noise](im) for im in _images(c, sources[s.id]))))
         for c, js in zip(chunk, judge.score(reqs), strict=True):
-            by = {j.metric: j for j in js}
+            judged = {j.metric: j for j in js}
             for truth_name, jm in metric_map.items():
                 truth = c["truth"].get(truth_name)
-                j = by.get(jm)
+                j = judged.get(jm)
                 status = "missing" if j is None else j.status.value
                 verdict_pass = None
                 if j is not None and j.score is not None:
@@ -188,7 +190,11 @@ def judge_check(judge_name: str, judge_options: dict[str, Any] | None = None,
                              "truth": truth, "status": status, "judge_pass": verdict_pass})
         if progress:
             progress(len(chunk))
-    return summarise(pd.DataFrame(rows))
+    if by not in ("task_type", "case", "turn", "subset"):
+        raise ValueError(f"by={by!r}: expected task_type, case, turn or subset")
+    df = pd.DataFrame(rows)
+    df["turn"] = df["turn"].astype(str)
+    return summarise(df, by)
 
 
 def summarise(df: Any, by: str = "task_type") -> Any:
