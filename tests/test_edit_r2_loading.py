@@ -219,3 +219,45 @@ def test_generation_query_is_not_cached_and_text_is_causal(loaded):
     n_same = 1 + len(engine.tok.encode("add a hat to the "))
     common = min(n_same, len(engine.tok.encode("add a hat to the cat")))
     torch.testing.assert_close(a.kv[1][0][: common - 1], b.kv[1][0][: common - 1])
+
+
+def test_full_size_architecture_matches_the_fact_sheet():
+    """Built on the meta device (no memory): the official shapes and parameter counts."""
+    from micebench.editors.edit_r2.config import BagelConfig
+    from micebench.editors.edit_r2.model import BagelModel
+    from micebench.editors.edit_r2.vae import AutoEncoder
+
+    cfg = BagelConfig()
+    with torch.device("meta"):
+        model, vae = BagelModel(cfg), AutoEncoder(cfg.vae)
+    sd = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    assert set(sd) == official_ema_keys(28, 26)
+    expected = {
+        "language_model.model.embed_tokens.weight": (152064, 3584),
+        "language_model.model.layers.27.self_attn.k_proj_moe_gen.weight": (512, 3584),
+        "language_model.model.layers.0.self_attn.q_norm.weight": (128,),
+        "language_model.model.layers.0.mlp_moe_gen.down_proj.weight": (3584, 18944),
+        "vit_model.vision_model.embeddings.patch_embedding.weight": (1152, 588),
+        "vit_model.vision_model.embeddings.position_embedding.weight": (4900, 1152),
+        "vit_model.vision_model.encoder.layers.25.mlp.fc1.weight": (4304, 1152),
+        "connector.fc1.weight": (3584, 1152),
+        "vit_pos_embed.pos_embed": (4900, 3584),
+        "latent_pos_embed.pos_embed": (4096, 3584),
+        "time_embedder.mlp.0.weight": (3584, 256),
+        "vae2llm.weight": (3584, 64),
+        "llm2vae.weight": (64, 3584),
+    }
+    for key, shape in expected.items():
+        assert sd[key] == shape, key
+    state = model.state_dict()
+    count = {p: sum(v.numel() for k, v in state.items() if k.startswith(p)) for p in ("language_model", "vit_model")}
+    assert count["language_model"] == 14_141_252_608  # 28 x 466.1 M + 2 x 545.0 M
+    assert round(count["vit_model"] / 1e9, 3) == 0.403
+    vae_sd = vae.state_dict()
+    assert round(sum(v.numel() for v in vae_sd.values()) / 1e6, 1) == 83.8
+    assert sorted(k for k in vae_sd if k.endswith("nin_shortcut.weight")) == [
+        "decoder.up.0.block.0.nin_shortcut.weight", "decoder.up.1.block.0.nin_shortcut.weight",
+        "encoder.down.1.block.0.nin_shortcut.weight", "encoder.down.2.block.0.nin_shortcut.weight",
+    ]  # fmt: skip
+    assert tuple(vae_sd["encoder.conv_out.weight"].shape) == (32, 512, 3, 3)
+    assert tuple(vae_sd["decoder.conv_in.weight"].shape) == (512, 16, 3, 3)
