@@ -148,3 +148,13 @@ def test_expected_ordering_on_the_default_suite(tmp_path):
     assert r["identity"]["cc"].mean() > 0.95 and r["identity"]["if"].mean() < 0.05
     cc_by_turn = r["drift"].groupby("turn")["cc"].mean()
     assert all(a > b for a, b in zip(cc_by_turn, cc_by_turn.iloc[1:], strict=False)), cc_by_turn.tolist()
+
+
+def test_unreadable_earlier_output_leaves_ga_unscored(small_suite):
+    s = next(x for x in small_suite.sessions if len(x.turns) >= 2)
+    noise_img = Image.fromarray(np.random.default_rng(1).integers(0, 256, (256, 256, 3), dtype=np.uint8))
+    outs = [noise_img, scene.render(s.turns[1].metadata["target"])]
+    res = _score(SceneJudge(), s, outs)[1]
+    assert res["ga"].status.value == "unscored" and "turn 1" in res["ga"].reason
+    assert res["if"].status.value == "unscored"
+    assert res["cc"].status.value in ("ok", "not_applicable")

@@ -76,7 +76,7 @@ class SceneJudge(Judge):
         bad = [k for k, o in enumerate(outs) if o["background"] is None]
         if t in bad:
             return self._unscored(f"turn {t + 1} output: no known background ({outs[t]['bg_share']:.0%} explained)")
-        if bad:  # an earlier output is unreadable: IF and CC of this turn still stand, GA cannot
+        if bad:  # an earlier output is unreadable: CC of this turn still stands, GA cannot (nor IF if it was the last)
             outs = outs[:]
             for k in bad:
                 outs[k] = {"background": None, "objects": []}
@@ -84,8 +84,9 @@ class SceneJudge(Judge):
         result: list[Judgement] = []
         for m in self.metrics:
             value, why = scores[m]
-            if m == "ga" and bad:
-                result.append(Judgement.unscored("ga", f"turn {bad[0] + 1} output cannot be parsed", judge="scene"))
+            if (m == "ga" and bad) or (m == "if" and t - 1 in bad):
+                k = bad[-1] if m == "if" else bad[0]
+                result.append(Judgement.unscored(m, f"turn {k + 1} output cannot be parsed", judge="scene"))
             elif value is None:
                 result.append(Judgement.not_applicable(m, why, judge="scene"))
             else:

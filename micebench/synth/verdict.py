@@ -97,7 +97,8 @@ def if_pass(edit: dict[str, Any], prev: dict[str, Any], target: dict[str, Any], 
             return False, f"a sign still reads {edit['old']!r}"
         return True, ""
     if task == "position_change":
-        moved = next(o for o in target["objects"] if o["id"] in _touched_ids(prev, target, edit))
+        moved_ids = {o["id"] for o in prev["objects"] if _match(o, *edit["target"])}  # moving keeps the id
+        moved = next(o for o in target["objects"] if o["id"] in moved_ids)
         cands = [o for o in objs if _match(o, moved["shape"], None if rule.get("color") else moved["color"],
                                            None if rule.get("material") else moved["material"])]
         anchors = [o for o in objs if _match(o, *edit["anchor"])]
@@ -112,11 +113,6 @@ def if_pass(edit: dict[str, Any], prev: dict[str, Any], target: dict[str, Any], 
         ok = out["background"] == edit["background"]
         return ok, "" if ok else f"background is {out['background']}, wanted {edit['background']}"
     raise ValueError(f"unknown task {task!r}")
-
-
-def _touched_ids(prev: dict[str, Any], target: dict[str, Any], edit: dict[str, Any]) -> set[int]:
-    before = [o["id"] for o in prev["objects"] if _match(o, *edit["target"])]
-    return set(before)
 
 
 def persist_pass(meta: dict[str, Any], out: dict[str, Any]) -> tuple[bool, str]:
