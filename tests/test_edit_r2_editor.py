@@ -117,10 +117,10 @@ def test_greedy_decode_loop(first_run, monkeypatch):
 
     real_forward = engine.llm.forward_chunk
 
-    def spy(embeds, positions, past, causal, gen_mask=None):
+    def spy(embeds, positions, past, causal, gen_span=None):
         steps["positions"].append(int(positions[0]))
         steps["past_len"].append(past.n)
-        return real_forward(embeds, positions, past, causal, gen_mask)
+        return real_forward(embeds, positions, past, causal, gen_span)
 
     monkeypatch.setattr(engine.llm, "lm_head", ScriptedHead())
     monkeypatch.setattr(engine.llm, "forward_chunk", spy)

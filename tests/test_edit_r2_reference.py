@@ -121,10 +121,10 @@ def test_gen_mode_routes_flagged_tokens_to_the_generation_expert(pair):
     pos = torch.full((6,), 3)
     mask = torch.tensor([False, True, True, True, True, False])
     h_und, kv_und = model.forward_chunk(x, pos, None, causal=False)
-    h_gen, kv_gen = model.forward_chunk(x, pos, None, causal=False, gen_mask=mask)
+    h_gen, kv_gen = model.forward_chunk(x, pos, None, causal=False, gen_span=(1, 5))
     torch.testing.assert_close(h_gen, h_und, atol=1e-5, rtol=1e-5)
     model.model.layers[0].self_attn.k_proj_moe_gen.weight.add_(0.5)
-    _, kv_changed = model.forward_chunk(x, pos, None, causal=False, gen_mask=mask)
+    _, kv_changed = model.forward_chunk(x, pos, None, causal=False, gen_span=(1, 5))
     k0, k1 = kv_gen[0][0], kv_changed[0][0]
     torch.testing.assert_close(k1[~mask], k0[~mask])
     assert not torch.allclose(k1[mask], k0[mask])

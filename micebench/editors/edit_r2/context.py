@@ -135,10 +135,9 @@ class Engine:
         tokens = self.model.latent_tokens(latent_patches, t, rows, cols)
         embeds = self._image_chunk(tokens)
         n = embeds.shape[0]
-        gen_mask = torch.ones(n, dtype=torch.bool, device=self.device)
-        gen_mask[0] = gen_mask[-1] = False  # the markers use the base expert
+        gen_span = (1, n - 1)  # the latents; the two markers use the base expert
         positions = torch.full((n,), ctx.rope, device=self.device)
-        hidden, new_kv = self.llm.forward_chunk(embeds, positions, ctx, causal=False, gen_mask=gen_mask)
+        hidden, new_kv = self.llm.forward_chunk(embeds, positions, ctx, causal=False, gen_span=gen_span)
         return hidden, new_kv
 
     def _add_vae_chunk(self, ctx: Context, img: Image.Image) -> Context:

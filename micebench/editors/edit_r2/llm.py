@@ -85,16 +85,18 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos[:, None, :] + rotate_half(x) * sin[:, None, :]
 
 
-def routed(x: torch.Tensor, gen_mask: torch.Tensor | None, f_und: Callable, f_gen: Callable) -> torch.Tensor:
-    """Apply ``f_und`` to the base-expert rows and ``f_gen`` to the rows flagged in ``gen_mask``."""
-    if gen_mask is None:
+def routed(x: torch.Tensor, gen_span: tuple[int, int] | None, f_und: Callable, f_gen: Callable) -> torch.Tensor:
+    """Apply ``f_gen`` to rows ``gen_span[0]:gen_span[1]`` and ``f_und`` to the other rows.
+
+    A span rather than a boolean mask: the generation tokens of a BAGEL chunk are always contiguous
+    (between the two image markers), and slicing needs no GPU-to-host synchronisation.
+    """
+    if gen_span is None:
         return f_und(x)
-    out_gen = f_gen(x[gen_mask])
-    out_und = f_und(x[~gen_mask])
-    out = out_gen.new_empty((x.shape[0],) + out_gen.shape[1:])
-    out[gen_mask] = out_gen
-    out[~gen_mask] = out_und.to(out_gen.dtype)
-    return out
+    a, b = gen_span
+    out_gen = f_gen(x[a:b])
+    out_und = f_und(torch.cat([x[:a], x[b:]])).to(out_gen.dtype)
+    return torch.cat([out_und[:a], out_gen, out_und[a:]])
 
 
 class MoTAttention(nn.Module):
@@ -133,13 +135,13 @@ class MoTAttention(nn.Module):
         sin: torch.Tensor,
         past: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None,
         causal: bool,
-        gen_mask: torch.Tensor | None,
+        gen_span: tuple[int, int] | None,
         attn_impl: str,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """``past(k, v)`` returns the cached keys/values followed by this chunk's (None: no cache)."""
-        qkv = routed(x, gen_mask, lambda h: self._qkv(h, ""), lambda h: self._qkv(h, "_moe_gen"))
-        fp32 = gen_mask is not None
-        qkv = routed(qkv, gen_mask, lambda h: self._norm_qk(h, "", fp32), lambda h: self._norm_qk(h, "_moe_gen", fp32))
+        qkv = routed(x, gen_span, lambda h: self._qkv(h, ""), lambda h: self._qkv(h, "_moe_gen"))
+        fp32 = gen_span is not None
+        qkv = routed(qkv, gen_span, lambda h: self._norm_qk(h, "", fp32), lambda h: self._norm_qk(h, "_moe_gen", fp32))
         q, k, v = qkv.split([self.num_heads, self.num_kv_heads, self.num_kv_heads], dim=1)
         q = apply_rope(q, cos.to(q.dtype), sin.to(q.dtype))
         k = apply_rope(k, cos.to(k.dtype), sin.to(k.dtype))
@@ -147,7 +149,7 @@ class MoTAttention(nn.Module):
         q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
         k_all, v_all = (k, v) if past is None else past(k, v)
         out = attend(q, k_all, v_all, causal=causal, impl=attn_impl).reshape(x.shape[0], -1)
-        out = routed(out, gen_mask, self.o_proj, self.o_proj_moe_gen)
+        out = routed(out, gen_span, self.o_proj, self.o_proj_moe_gen)
         return out, (k, v)
 
 
@@ -162,12 +164,12 @@ class MoTDecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.post_attention_layernorm_moe_gen = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
-    def forward(self, x, cos, sin, past, causal, gen_mask, attn_impl):
-        h = routed(x, gen_mask, self.input_layernorm, self.input_layernorm_moe_gen)
-        attn, kv = self.self_attn(h, cos, sin, past, causal, gen_mask, attn_impl)
+    def forward(self, x, cos, sin, past, causal, gen_span, attn_impl):
+        h = routed(x, gen_span, self.input_layernorm, self.input_layernorm_moe_gen)
+        attn, kv = self.self_attn(h, cos, sin, past, causal, gen_span, attn_impl)
         x = x + attn.to(x.dtype)
-        h = routed(x, gen_mask, self.post_attention_layernorm, self.post_attention_layernorm_moe_gen)
-        x = x + routed(h, gen_mask, self.mlp, self.mlp_moe_gen).to(x.dtype)
+        h = routed(x, gen_span, self.post_attention_layernorm, self.post_attention_layernorm_moe_gen)
+        x = x + routed(h, gen_span, self.mlp, self.mlp_moe_gen).to(x.dtype)
         return x, kv
 
 
@@ -191,6 +193,7 @@ class Qwen2MoTForCausalLM(nn.Module):
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         self.round_inv_freq_to_bf16 = False
         self.attn_impl = "auto"
+        self._inv_freq_cache: dict = {}
 
     def forward_chunk(
         self,
@@ -198,22 +201,25 @@ class Qwen2MoTForCausalLM(nn.Module):
         positions: torch.Tensor,
         past: KVSource | None,
         causal: bool,
-        gen_mask: torch.Tensor | None = None,
+        gen_span: tuple[int, int] | None = None,
     ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
         """Run ``embeds`` [L, D] at RoPE ``positions`` [L] after the keys/values held by ``past``.
 
-        ``gen_mask`` (bool [L]) marks the tokens routed to the generation expert; None means every
+        ``gen_span`` (start, end) marks the rows routed to the generation expert; None means every
         token uses the base expert ("und" mode). Returns the last hidden states [L, D] (before the
         final norm) and the chunk's own keys/values per layer.
         """
-        inv = rope_inv_freq(self.cfg.head_dim, self.cfg.rope_theta, self.round_inv_freq_to_bf16)
-        cos, sin = rope_cos_sin(positions, inv)
+        key = (positions.device, self.round_inv_freq_to_bf16)
+        if self._inv_freq_cache.get("key") != key:  # computed once per device (no copy per call)
+            inv = rope_inv_freq(self.cfg.head_dim, self.cfg.rope_theta, self.round_inv_freq_to_bf16)
+            self._inv_freq_cache = {"key": key, "inv": inv.to(positions.device)}
+        cos, sin = rope_cos_sin(positions, self._inv_freq_cache["inv"])
         cos, sin = cos.to(embeds.dtype), sin.to(embeds.dtype)  # HF Qwen2 hands cos/sin over in the model dtype
         x = embeds
         new_kv = []
         for i, layer in enumerate(self.model.layers):
             joiner = None if past is None else functools.partial(past.joined, i)
-            x, kv = layer(x, cos, sin, joiner, causal, gen_mask, self.attn_impl)
+            x, kv = layer(x, cos, sin, joiner, causal, gen_span, self.attn_impl)
             new_kv.append(kv)
         return x, new_kv
 

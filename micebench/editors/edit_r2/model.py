@@ -97,6 +97,7 @@ class BagelModel(nn.Module):
         if rows > n or cols > n:
             raise ValueError(f"{rows}x{cols} latent tokens exceed the {n}x{n} latent position table")
         dtype = self.vae2llm.weight.dtype
-        ids = (torch.arange(rows)[:, None] * n + torch.arange(cols)[None, :]).flatten().to(latent_patches.device)
+        dev = latent_patches.device
+        ids = (torch.arange(rows, device=dev)[:, None] * n + torch.arange(cols, device=dev)[None, :]).flatten()
         t_emb = self.time_embedder(torch.full((1,), float(t), device=latent_patches.device))
         return self.vae2llm(latent_patches.to(dtype)) + t_emb + self.latent_pos_embed(ids).to(dtype)
