@@ -89,6 +89,9 @@ def test_unparseable_and_foreign_turns_are_unscored(small_suite):
     noise = Image.fromarray(np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8))
     res = _score(judge, s, [noise])[0]
     assert all(j.status.value == "unscored" and "background" in j.reason for j in res.values())
+    broken = s.model_copy(update={"metadata": {**s.metadata, "source": {**s.metadata["source"], "background": "mud"}}})
+    res = _score(judge, broken, [scene.render(s.turns[0].metadata["target"])])[0]
+    assert all(j.status.value == "unscored" and "mud" in j.reason and s.id in j.reason for j in res.values())
     foreign = s.model_copy(update={"metadata": {}})
     res = _score(judge, foreign, [scene.render(s.turns[0].metadata["target"])])[0]
     assert all(j.status.value == "unscored" and "ground truth" in j.reason for j in res.values())

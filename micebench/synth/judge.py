@@ -21,7 +21,7 @@ from pydantic import Field
 
 from micebench.judges.base import Judge, JudgeConfig
 from micebench.spec import Judgement, JudgeRequest
-from micebench.synth import perceive, verdict
+from micebench.synth import perceive, scene, verdict
 
 
 def _img_key(img: Any, given: str = "") -> str:
@@ -63,6 +63,12 @@ class SceneJudge(Judge):
         metas = [t.metadata for t in r.session.turns[: r.turn_index + 1]]
         if not isinstance(source, dict) or any("target" not in m or "edit" not in m for m in metas):
             return self._unscored("no synthetic ground truth (the scene judge scores only the synth suite)")
+        try:
+            scene.validate_graph(source, f"session {r.session.id} source")
+            for k, m in enumerate(metas):
+                scene.validate_graph(m["target"], f"session {r.session.id} turn {k + 1} target")
+        except ValueError as e:
+            return self._unscored(f"malformed ground truth: {e}")
         size, grid = source["size"], source["grid"]
         hashes = list(r.output_hashes) if len(r.output_hashes) == len(r.outputs) else [""] * len(r.outputs)
         try:
