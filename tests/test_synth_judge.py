@@ -47,7 +47,7 @@ def test_oracle_passes_under_each_tolerance(small_suite, name):
             assert res["if"].score == 1.0, (name, s.id, t + 1, res["if"].reason)
             assert res["ga"].score == 1.0, (name, s.id, t + 1, res["ga"].reason)
             # one distortion stays inside the CC tolerance; all four at once cost a little
-            floor = 0.85 if name == "all" else 0.95
+            floor = 0.8 if name == "all" else 0.95
             assert res["cc"].status.value == "not_applicable" or res["cc"].score >= floor, (name, s.id, t + 1)
 
 

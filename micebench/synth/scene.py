@@ -20,7 +20,7 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from micebench.synth import font
 
@@ -138,40 +138,57 @@ def cell_size(graph_or_size: dict[str, Any] | int, grid: int = 4) -> int:
     return graph_or_size // grid
 
 
+def _polygon(pts: list[tuple[float, float]], c: int) -> np.ndarray:
+    """Pixels of a c x c grid whose centres lie inside the polygon (even-odd rule, pure numpy)."""
+    yy, xx = np.mgrid[0:c, 0:c] + 0.5
+    inside = np.zeros((c, c), dtype=bool)
+    for (x1, y1), (x2, y2) in zip(pts, pts[1:] + pts[:1], strict=True):
+        if y1 == y2:
+            continue
+        crosses = (y1 > yy) != (y2 > yy)
+        inside ^= crosses & (xx < (x2 - x1) * (yy - y1) / (y2 - y1) + x1)
+    return inside
+
+
 @lru_cache(maxsize=64)
 def shape_mask(shape: str, c: int) -> np.ndarray:
-    """Boolean mask (c x c) of a shape drawn in a cell of side ``c`` with a margin."""
-    img = Image.new("L", (c, c), 0)
-    d = ImageDraw.Draw(img)
+    """Boolean mask (c x c) of a shape drawn in a cell of side ``c`` with a margin.
+
+    Rasterised with numpy at pixel centres (no PIL drawing, no libm calls on pixels), so masks are
+    identical on every platform and library version.
+    """
+    yy, xx = np.mgrid[0:c, 0:c] + 0.5
     m = round(c * 0.14)
-    lo, hi = m, c - 1 - m
-    mid = (c - 1) / 2
+    lo, hi, mid = float(m), float(c - m), c / 2
     if shape == "circle":
-        d.ellipse([lo, lo, hi, hi], fill=255)
-    elif shape == "square":
+        r = (hi - lo) / 2
+        return (xx - mid) ** 2 + (yy - mid) ** 2 <= r * r
+    if shape == "square":
         s = round(c * 0.2)
-        d.rectangle([s, s, c - 1 - s, c - 1 - s], fill=255)
-    elif shape == "triangle":
-        d.polygon([(mid, lo), (hi, hi - round(c * 0.06)), (lo, hi - round(c * 0.06))], fill=255)
-    elif shape == "diamond":
-        d.polygon([(mid, lo), (hi, mid), (mid, hi), (lo, mid)], fill=255)
-    elif shape == "star":
-        r_out, r_in = (hi - lo) / 2, (hi - lo) / 2 * 0.45
+        return (xx > s) & (xx < c - s) & (yy > s) & (yy < c - s)
+    if shape == "triangle":
+        base = hi - round(c * 0.06)
+        return _polygon([(mid, lo), (hi, base), (lo, base)], c)
+    if shape == "diamond":
+        return np.abs(xx - mid) + np.abs(yy - mid) <= (hi - lo) / 2
+    if shape == "star":
+        r_out = (hi - lo) / 2
         pts = []
         for i in range(10):
+            r = r_out if i % 2 == 0 else r_out * 0.45
+            # vertex angles are fixed; rounding makes the result independent of libm's last bits
             a = -math.pi / 2 + i * math.pi / 5
-            r = r_out if i % 2 == 0 else r_in
-            pts.append((mid + r * math.cos(a), mid + 0.06 * c + r * math.sin(a)))
-        d.polygon(pts, fill=255)
-    elif shape == "cross":
-        t = round(c * 0.13)
-        d.rectangle([lo, round(mid - t), hi, round(mid + t)], fill=255)
-        d.rectangle([round(mid - t), lo, round(mid + t), hi], fill=255)
-    elif shape == SIGN:
-        d.rectangle([round(c * 0.06), round(c * 0.28), c - 1 - round(c * 0.06), c - 1 - round(c * 0.28)], fill=255)
-    else:
-        raise ValueError(f"unknown shape {shape!r}; expected one of {', '.join(SHAPES + (SIGN,))}")
-    return np.asarray(img) > 127
+            pts.append((round(mid + r * math.cos(a), 6), round(mid + 0.06 * c + r * math.sin(a), 6)))
+        return _polygon(pts, c)
+    if shape == "cross":
+        t = c * 0.13
+        bar_h = (xx > lo) & (xx < hi) & (np.abs(yy - mid) < t)
+        bar_v = (yy > lo) & (yy < hi) & (np.abs(xx - mid) < t)
+        return bar_h | bar_v
+    if shape == SIGN:
+        mx, my = round(c * 0.06), round(c * 0.28)
+        return (xx > mx) & (xx < c - mx) & (yy > my) & (yy < c - my)
+    raise ValueError(f"unknown shape {shape!r}; expected one of {', '.join(SHAPES + (SIGN,))}")
 
 
 def text_scale(c: int) -> int:
@@ -216,10 +233,14 @@ def render_background(name: str, size: int, grid: int = 4) -> np.ndarray:
         pat = (yy % bh < t) | ((xx + off) % bw < t)
     elif name == "grass":
         pat = ((xx + (yy // max(2, c // 8)) * 3) % max(4, c // 8)) < max(1, c // 32)
-    elif name == "sky":
-        pat = np.sin(xx / max(1, c / 3)) * (c / 10) + (yy % max(4, c // 2)) < c / 6
+    elif name == "sky":  # soft bands with a triangle-wave edge (integer arithmetic only)
+        period = max(4, c)
+        wave = np.abs((xx % period) - period // 2) * max(1, c // 8) // max(1, period // 2)
+        pat = (yy + wave) % max(4, c // 2) < max(2, c // 6)
     elif name == "water":
-        pat = ((yy + np.round(np.sin(xx / max(1, c / 6)) * (c / 16))) % max(4, c // 4)) < max(1, c // 16)
+        period = max(4, c // 2)
+        wave = np.abs((xx % period) - period // 2) * max(1, c // 16) // max(1, period // 2)
+        pat = (yy + wave) % max(4, c // 4) < max(1, c // 16)
     elif name == "sand":
         q = max(3, c // 10)
         pat = ((yy * 7 + xx * 3) % q == 0) | ((yy % q == 1) & (xx % (2 * q) == 3))
