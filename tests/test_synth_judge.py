@@ -161,3 +161,17 @@ def test_unreadable_earlier_output_leaves_ga_unscored(small_suite):
     assert res["ga"].status.value == "unscored" and "turn 1" in res["ga"].reason
     assert res["if"].status.value == "unscored"
     assert res["cc"].status.value in ("ok", "not_applicable")
+
+
+def test_probes_report_how_they_read_each_instruction(small_suite):
+    s = next(x for x in small_suite.sessions if x.subset == "cu" and x.turns[1].metadata["pronoun"] == "target")
+    src = load_image(s.source_image)
+    req = EditRequest(session=s, turn_index=1, source_image=src, history_images=(src,),
+                      history_instructions=(s.turns[0].instruction,), instruction=s.turns[1].instruction)
+    ctx = probes.SynthContextEditor().edit([req])[0]
+    assert ctx.effective_instruction == s.turns[1].formatted_instruction
+    last = probes.SynthLastTurnEditor().edit([req])[0]
+    assert last.effective_instruction.startswith("left unchanged") and "pronoun" in last.effective_instruction
+    bad = s.model_copy(update={"metadata": {}})
+    res = probes.SynthContextEditor().edit([req.model_copy(update={"session": bad})])[0]
+    assert res.error and s.id in res.error

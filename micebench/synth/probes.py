@@ -38,7 +38,8 @@ def _source_graph(req: EditRequest) -> dict[str, Any]:
 
 
 def replay(source: dict[str, Any], instructions: list[str], context: bool) -> tuple[list[dict[str, Any]], list[str]]:
-    """Scene states after each instruction, as a probe understands them, and a note per turn.
+    """Scene states after each instruction, as a probe understands them, and per turn what it did:
+    the edit as a bracketed, self-contained instruction, or why it left the scene unchanged.
 
     With ``context`` the probe resolves pronouns against the previous turn and keeps the rule; without,
     each instruction is read alone. A turn it cannot parse or apply leaves the scene unchanged.
@@ -48,7 +49,6 @@ def replay(source: dict[str, Any], instructions: list[str], context: bool) -> tu
     there: list[int] | None = None
     states, notes = [], []
     for text in instructions:
-        note = ""
         try:
             edit, new_rule = language.parse(text, state, referent if context else None, there if context else None)
             turn_rule = new_rule or (rule if context else None)
@@ -64,9 +64,9 @@ def replay(source: dict[str, Any], instructions: list[str], context: bool) -> tu
         gone = [o for o in state["objects"] if o["id"] not in alive]
         referent = touched if touched else [o["id"] for o in gone]
         there = gone[0]["cell"] if edit["task"] == "subject_remove" and len(gone) == 1 else None
+        notes.append(language.formatted(edit, state))
         state = new_state
         states.append(state)
-        notes.append(note)
     return states, notes
 
 
@@ -104,8 +104,7 @@ class _ReplayEditor(Editor):
             except ValueError as e:
                 out.append(EditResult(error=str(e)))
                 continue
-            out.append(EditResult(image=scene.render(states[-1]), seconds=0.0,
-                                  extra={"note": notes[-1]} if notes[-1] else {}))
+            out.append(EditResult(image=scene.render(states[-1]), seconds=0.0, effective_instruction=notes[-1]))
         return out
 
 
@@ -142,7 +141,7 @@ class SynthDriftEditor(_ReplayEditor):
         out = []
         for r in requests:
             try:
-                states, _ = self._states(r)
+                states, notes = self._states(r)
             except ValueError as e:
                 out.append(EditResult(error=str(e)))
                 continue
@@ -165,5 +164,6 @@ class SynthDriftEditor(_ReplayEditor):
                         y, x = rc[0] * c, rc[1] * c
                         arr[y : y + c, x : x + c] = new[y : y + c, x : x + c]
                 base = Image.fromarray(arr, "RGB")
-            out.append(EditResult(image=degrade(base, self.config.blur, self.config.tint), seconds=0.0))
+            out.append(EditResult(image=degrade(base, self.config.blur, self.config.tint), seconds=0.0,
+                                  effective_instruction=notes[-1]))
         return out
