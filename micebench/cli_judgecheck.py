@@ -33,6 +33,9 @@ def judge_check(judge_name, judge_pairs, judge_config, suite_name, suite_pairs, 
         raise click.UsageError(f"--suite {suite_name}: judge-check needs exact ground truth; only 'synth' has it")
     try:
         jopts = read_yaml_mapping(judge_config) if judge_config else {}
+        named = jopts.pop("judge", None)  # judge profiles may say which judge they configure
+        if named is not None and named != judge_name:
+            raise click.UsageError(f"--judge-config {judge_config} configures judge {named!r}, not {judge_name!r}")
         jopts.update(parse_pairs(judge_pairs, "-J"))
         sopts = parse_pairs(suite_pairs, "-S")
         mapping = {k.lower(): str(v) for k, v in parse_pairs(map_pairs, "--map").items()}

@@ -41,3 +41,12 @@ def test_breakdown_by_case_lists_every_probe_and_error():
     for name in ("oracle", "synth-context", "synth-lastturn", "synth-drift", "nothing_done", "wrong_color",
                  "background_altered", "right_edit_wrong_object", "wrong_object", "rule_broken"):
         assert name in r.output
+
+
+def test_judge_profile_yaml_is_accepted(tmp_path):
+    cfg = tmp_path / "scene.yaml"
+    cfg.write_text("judge: scene\ncache_size: 10\n")
+    r = CliRunner().invoke(judge_check, ["--judge", "scene", "--judge-config", str(cfg), "-S", "n=1", "--by", "turn"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(judge_check, ["--judge", "pixel", "--judge-config", str(cfg), "-S", "n=1"])
+    assert r.exit_code == 2 and "configures judge 'scene'" in r.output
