@@ -61,7 +61,11 @@ def sha256_bytes(data: bytes) -> str:
 
 
 def image_hash(img: Image.Image) -> str:
-    return sha256_bytes(png_bytes(img))
+    """sha256 of the decoded pixels (mode, size, raw bytes): the same on every machine, whatever
+    zlib the local Pillow bundles (PNG bytes are not)."""
+    h = hashlib.sha256(f"{img.mode}:{img.width}x{img.height}:".encode())
+    h.update(img.tobytes())
+    return h.hexdigest()
 
 
 def load_image(path: str | Path, what: str = "image") -> Image.Image:

@@ -3,7 +3,7 @@
 ``runs/<run_id>/``
     ``manifest.json``  what ran: versions, suite hash, editor and judge configs, seeds, command line
     ``run.sqlite``     the record of sessions, turns and judgements (WAL; one transaction per batch)
-    ``images/``        every source and output image once, as ``<sha256>.png``
+    ``images/``        every source and output image once, as ``<sha256 of its pixels>.png``
     ``turns.parquet``, ``turns.csv``  the per-turn table, exported from the record
 
 Crash safety: an image file is written (atomically) before the row that refers to it is
@@ -25,7 +25,7 @@ from typing import Any
 
 from PIL import Image
 
-from micebench.images import png_bytes, sha256_bytes
+from micebench.images import image_hash, png_bytes
 from micebench.spec import Judgement, Session
 
 MANIFEST = "manifest.json"
@@ -157,11 +157,10 @@ class RunStore:
 
     # -- images ---------------------------------------------------------------
     def put_image(self, img: Image.Image) -> str:
-        data = png_bytes(img)
-        digest = sha256_bytes(data)
+        digest = image_hash(img)
         path = self.images_dir / f"{digest}.png"
-        if not path.is_file() or path.stat().st_size != len(data):
-            _atomic_write(path, data)
+        if not path.is_file() or path.stat().st_size == 0:
+            _atomic_write(path, png_bytes(img))
         return digest
 
     def image_path(self, digest: str) -> Path:
