@@ -215,10 +215,9 @@ def rule_position_change(p: ParsedInstruction, c: RuleContext) -> VoteResult:
 
 def rule_count_change(p: ParsedInstruction, c: RuleContext) -> VoteResult:
     obj, want = p["object"], int(p["count"])
-    src = c.detect(c.previous, obj, DET_THRESHOLD, top=True)
-    got = dedup_count(c.detect(c.output, obj, DET_THRESHOLD))
-    if not src:
+    if not c.detect(c.previous, obj, DET_THRESHOLD, top=True):
         return _vr(False, f"[{obj}] not found in the previous image")
+    got = dedup_count(c.detect(c.output, obj, DET_THRESHOLD))
     return _vr(got == want, f"{got} [{obj}] in the output after de-duplication; asked for {want}")
 
 

@@ -148,13 +148,12 @@ class MiceJudge(Judge):
 
     @property
     def detector(self):
+        """The detector, wrapped in a :class:`CachedDetector` (the votes of a turn share detections)."""
+        from micebench.judges.backends.detector import CachedDetector, GroundingDinoDetector
+
         if self._detector is None:
-            from micebench.judges.backends.detector import GroundingDinoDetector
-
             self._detector = GroundingDinoDetector(self.config.detector_path, self.config.device)
-        if not hasattr(self._detector, "calls"):
-            from micebench.judges.backends.detector import CachedDetector
-
+        if not isinstance(self._detector, CachedDetector):
             self._detector = CachedDetector(self._detector)
         return self._detector
 
