@@ -98,4 +98,5 @@ def test_mice_judge_end_to_end_on_tiny_models(gdino_dir, tmp_path):
     assert ga.status == ScoreStatus.unscored
     assert rows[1][0].status == ScoreStatus.ok and rows[1][0].votes[0] in (0.0, 1.0)  # detector-only rule
     assert str(qwen) in color_if.model and str(gdino_dir) in color_if.model
+    assert color_if.revision.count("local:") == 2 and rows[0][1].revision.count("local:") == 2
     judge.close()

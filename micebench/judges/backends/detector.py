@@ -90,6 +90,27 @@ class CachedDetector:
         return found
 
 
+def model_revision(path: str, model: Any) -> str:
+    """Which weights were loaded: the hub commit when known, else a digest of a local directory's
+    config and weight files (names, sizes, and the config's bytes), else ""."""
+    import hashlib
+    from pathlib import Path
+
+    commit = getattr(getattr(model, "config", None), "_commit_hash", None)
+    if commit:
+        return str(commit)
+    d = Path(path)
+    if not d.is_dir():
+        return ""
+    h = hashlib.sha256()
+    for f in sorted(d.iterdir()):
+        if f.is_file() and (f.suffix in (".safetensors", ".bin", ".pt") or f.name == "config.json"):
+            h.update(f.name.encode() + str(f.stat().st_size).encode())
+            if f.name == "config.json":
+                h.update(f.read_bytes())
+    return "local:" + h.hexdigest()[:12]
+
+
 def _resolve_device(device: str) -> str:
     if device != "auto":
         return device
@@ -119,7 +140,7 @@ class GroundingDinoDetector:
                 "save_pretrained or a hub id available offline (e.g. IDEA-Research/grounding-dino-tiny)."
             ) from e
         self.name = str(path)
-        self.revision = str(getattr(self.model.config, "_commit_hash", None) or "")
+        self.revision = model_revision(path, self.model)
         self._lock = threading.Lock()
 
     @staticmethod

@@ -49,7 +49,7 @@ class Dinov3Features:
     def __init__(self, path: str, device: str = "auto", batch_size: int = 16) -> None:
         from transformers import AutoImageProcessor, AutoModel
 
-        from micebench.judges.backends.detector import _resolve_device
+        from micebench.judges.backends.detector import _resolve_device, model_revision
 
         self.device = _resolve_device(device)
         try:
@@ -65,7 +65,7 @@ class Dinov3Features:
         self.num_registers = int(getattr(cfg, "num_register_tokens", 0) or 0)
         self.batch_size = batch_size
         self.name = str(path)
-        self.revision = str(getattr(cfg, "_commit_hash", None) or "")
+        self.revision = model_revision(path, self.model)
         self._lock = threading.Lock()
 
     def encode(self, images: list[Any]) -> list[PatchFeatures]:

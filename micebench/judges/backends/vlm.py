@@ -296,7 +296,7 @@ class TransformersQwenVLM:
     def __init__(self, path: str, device: str = "auto", seed: int = 0, max_pixels: int | None = None) -> None:
         from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
-        from micebench.judges.backends.detector import _resolve_device
+        from micebench.judges.backends.detector import _resolve_device, model_revision
 
         self.device = _resolve_device(device)
         kwargs = {"max_pixels": max_pixels} if max_pixels else {}
@@ -306,7 +306,7 @@ class TransformersQwenVLM:
         except OSError as e:
             raise OSError(f"cannot load Qwen2.5-VL from {path!r}: {e}") from e
         self.name = str(path)
-        self.revision = str(getattr(self.model.config, "_commit_hash", None) or "")
+        self.revision = model_revision(path, self.model)
         self.seed = seed
         self._lock = threading.Lock()
 
