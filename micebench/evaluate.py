@@ -184,8 +184,18 @@ def _count(store: RunStore) -> EditSummary:
 def _execute(store: RunStore, editor: str, editor_options: dict[str, Any], judges: list[Judge],
              settings: RunSettings) -> RunResult:
     runner = Runner(store, settings)
+
+    def build_editor():
+        ed = create_editor(editor, editor_options)
+        # What the editor says about itself (e.g. a hash of its prompt texts) joins the manifest,
+        # and the config hash covers it, so a leaderboard row changes when the editor does.
+        described = ed.describe()
+        entry = {**store.read_manifest()["editor"], "describe": described, "config_hash": config_hash(described)}
+        store.update_manifest(editor=entry)
+        return ed
+
     try:
-        edit = runner.edit(lambda: create_editor(editor, editor_options))
+        edit = runner.edit(build_editor)
         judged = runner.judge(judges)
     finally:
         for j in judges:
