@@ -25,7 +25,7 @@ from micebench.store import RunStore, RunStoreError, TurnRecord
 
 
 class EditorTimeout(TimeoutError):
-    pass
+    """The editor did not answer within the batch's time budget."""
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ class IdentityEditor(Editor):
     """Returns the image it was asked to edit, unchanged: a floor for IF, a ceiling for CC."""
 
     class Config(EditorConfig):
-        pass
+        """No options."""
 
     def edit(self, requests: list[EditRequest]) -> list[EditResult]:
         return [EditResult(image=r.previous_image.copy(), seconds=0.0) for r in requests]

@@ -22,7 +22,7 @@ class SuiteError(ValueError):
 
 
 class SuiteConfig(AdapterConfig):
-    pass
+    """Options shared by every suite (none yet); subclass to add a suite's own."""
 
 
 @dataclass(frozen=True)

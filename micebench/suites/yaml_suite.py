@@ -174,7 +174,7 @@ class PhotosSuite(Suite):
     """Four scikit-image photos, three turns each, in MICE's bracket grammar (tasks/photos.yaml)."""
 
     class Config(SuiteConfig):
-        pass
+        """No options."""
 
     def load(self, image_root: Path | None = None) -> SuiteData:
         path = tasks_dir() / "photos.yaml"

@@ -74,7 +74,7 @@ class OracleEditor(Editor):
     """Returns each turn's ground-truth target image (reads the suite's answer key)."""
 
     class Config(EditorConfig):
-        pass
+        """No options."""
 
     def edit(self, requests: list[EditRequest]) -> list[EditResult]:
         out = []
@@ -91,7 +91,7 @@ class _ReplayEditor(Editor):
     context = True
 
     class Config(EditorConfig):
-        pass
+        """No options."""
 
     def _states(self, r: EditRequest) -> tuple[list[dict[str, Any]], list[str]]:
         return replay(_source_graph(r), [*r.history_instructions, r.instruction], self.context)

@@ -40,10 +40,13 @@ def resolve_weights(weights: str) -> Path:
     if re.fullmatch(r"[\w.-]+/[\w.-]+", weights):
         try:
             from huggingface_hub import snapshot_download
-
+        except ImportError as e:
+            raise CheckpointError(
+                f"weights {weights!r}: not a local folder; looking it up as a hub id needs huggingface_hub "
+                f"(pip install huggingface_hub), or pass the folder path"
+            ) from e
+        try:
             return Path(snapshot_download(weights, local_files_only=True))
-        except ImportError:
-            pass
         except Exception as e:  # LocalEntryNotFoundError and friends: not cached
             raise CheckpointError(
                 f"weights {weights!r}: not a local folder and not in the local Hugging Face cache "
