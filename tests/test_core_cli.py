@@ -48,11 +48,19 @@ def test_bad_editor_option_is_named(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+_ROW = {"image": "a.jpg", "instruction": ["Remove the cup"], "task_type": ["subject_remove"],
+        "formatted_instruction": ["Remove [cup]"], "bg_consistency": [True], "unchanged_objects": [[]],
+        "all_objects": [["cup"]]}
+
+
 @pytest.mark.parametrize(
     "content, expect",
     [
         ('{"image": "a.jpg"', "test_metadata.jsonl:1: not valid JSON"),
-        ('{"image": "a.jpg", "instruction": ["x"]}', "missing field 'task_type'"),
+        (json.dumps({k: v for k, v in _ROW.items() if k != "task_type"}), ":1: missing field 'task_type'"),
+        (json.dumps({**_ROW, "all_objects": [[], []]}), ":1: field 'all_objects' has 2 entries"),
+        (json.dumps({**_ROW, "task_type": ["subject_melt"]}), ":1: field 'task_type'[0]: unknown task type"),
+        (json.dumps({**_ROW, "image": "../../x.jpg"}), ":1: field 'image': image path '../../x.jpg' escapes"),
     ],
 )
 def test_malformed_suite_exit_2_no_run_dir(tmp_path, content, expect):
