@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from micebench.judges.base import Judge, JudgeConfig
+from micebench.judges.batching import UniqueItems
 from micebench.spec import Judgement, JudgeRequest, Turn
 
 
@@ -145,15 +146,8 @@ class ClipJudge(Judge):
         import torch
 
         self._load()
-        images: list[Any] = []
-        index: dict[Any, int] = {}
-
-        def slot(img: Any, h: str) -> int:
-            key = h or ("id", id(img))
-            if key not in index:
-                index[key] = len(images)
-                images.append(img)
-            return index[key]
+        unique_images = UniqueItems()
+        slot = unique_images.slot
 
         plans = []
         texts: list[str] = []
@@ -172,7 +166,7 @@ class ClipJudge(Judge):
             p = slot(r.previous, hashes[r.turn_index])
             src_text, tgt_text, why = edit_texts(r.turn)
             plans.append((s, o, p, tslot(src_text) if src_text else None, tslot(tgt_text) if tgt_text else None, why))
-        img_emb = self.encode_images(images)
+        img_emb = self.encode_images(unique_images.items)
         txt_emb = self.encode_texts(texts) if texts else None
         meta = {"judge": "clip", "model": self.config.model_name, "revision": self.config.checkpoint or "random"}
         out = []

@@ -9,12 +9,13 @@ Batched: the distinct images of a call are encoded together.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 from pydantic import Field
 
 from micebench.judges.base import Judge, JudgeConfig
+from micebench.judges.batching import UniqueItems
 from micebench.spec import Judgement, JudgeRequest
 
 
@@ -44,21 +45,15 @@ class DinoJudge(Judge):
         return self._features
 
     def score(self, requests: list[JudgeRequest]) -> list[list[Judgement]]:
-        images: list[Any] = []
-        index: dict[Any, int] = {}
-
-        def slot(img: Any, h: str) -> int:
-            key = h or ("id", id(img))
-            if key not in index:
-                index[key] = len(images)
-                images.append(img)
-            return index[key]
+        unique = UniqueItems()
+        slot = unique.slot
 
         plans = []
         for r in requests:
             hashes = [r.source_hash, *r.output_hashes] if r.output_hashes else [""] * (len(r.outputs) + 1)
             plans.append((slot(r.output, hashes[r.turn_index + 1]), slot(r.source_image, hashes[0]),
                           slot(r.previous, hashes[r.turn_index])))  # fmt: skip
+        images = unique.items
         feats = self.features.encode(images) if images else []
         cls = [f.cls / max(float(np.linalg.norm(f.cls)), 1e-12) for f in feats]
         meta = {"judge": "dino", "model": self.features.name, "revision": self.features.revision}

@@ -21,7 +21,6 @@ import http.client
 import io
 import json
 import random
-import sqlite3
 import threading
 import time
 import urllib.error
@@ -29,6 +28,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
+
+from micebench.kvstore import SqliteJsonStore
 
 
 class VLMError(RuntimeError):
@@ -64,39 +65,14 @@ class VLM(Protocol):
         ...
 
 
-class RequestCache:
+class RequestCache(SqliteJsonStore):
     """A SQLite key -> JSON store of successful VLM replies, shared safely by threads.
 
     Failures are never stored, so a rerun retries exactly what failed.
     """
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30)
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            self._db.commit()
-
-    def get(self, key: str) -> dict | None:
-        with self._lock:
-            row = self._db.execute("SELECT value FROM replies WHERE key = ?", (key,)).fetchone()
-        return json.loads(row[0]) if row else None
-
-    def put(self, key: str, value: dict) -> None:
-        with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO replies (key, value) VALUES (?, ?)", (key, json.dumps(value)))
-            self._db.commit()
-
-    def __len__(self) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM replies").fetchone()[0])
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        super().__init__(path, "replies")
 
 
 def _encode(image: Any, fmt: str) -> tuple[bytes, str]:
