@@ -160,3 +160,32 @@ def test_shipped_schema_is_current():
 
     shipped = json.loads((ROOT / "tasks" / "suite.schema.json").read_text())
     assert shipped == suite_json_schema(), "regenerate with: micebench schema > tasks/suite.schema.json"
+
+
+@needs_mice
+def test_real_mice_metadata_runs_end_to_end_with_an_image_root(tmp_path):
+    """The real cu metadata, with stand-in images under --image-root, through the runner."""
+    import pandas as pd
+    from PIL import Image
+
+    from micebench.evaluate import start_run
+    from micebench.runner import RunSettings
+
+    rows = [json.loads(line) for line in (MICE_DIR / "cu" / "test_metadata.jsonl").read_text().splitlines()[:3]]
+    for i, row in enumerate(rows):
+        path = tmp_path / "images" / "cu" / row["image"]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (32, 32), (40 * i, 80, 120)).save(path)
+    with pytest.raises(SuiteError, match="360 of 360"):
+        load_suite(str(MICE_DIR / "cu"))
+    with pytest.raises(SuiteError, match="357 of 360"):  # the root holds 3 of them
+        load_suite(str(MICE_DIR / "cu"), image_root=tmp_path / "images")
+    full = load_mice_jsonl(MICE_DIR / "cu", image_root=tmp_path / "images", check_images=False)
+    from micebench.suites.base import SuiteData
+
+    suite = SuiteData(full.name, full.version, full.sessions[:3], full.source)
+    res = start_run(suite, "identity", {}, [("pixel", {})], out=tmp_path / "runs", run_name="r",
+                    settings=RunSettings(progress=False))
+    df = pd.read_parquet(res.run_dir / "turns.parquet")
+    assert len(df) == 9 and (df.status == "ok").all() and (df.subset == "cu").all()
+    assert list(df.formatted_instruction[:3]) == [t.formatted_instruction for t in suite.sessions[0].turns]
