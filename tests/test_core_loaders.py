@@ -189,3 +189,15 @@ def test_real_mice_metadata_runs_end_to_end_with_an_image_root(tmp_path):
     df = pd.read_parquet(res.run_dir / "turns.parquet")
     assert len(df) == 9 and (df.status == "ok").all() and (df.subset == "cu").all()
     assert list(df.formatted_instruction[:3]) == [t.formatted_instruction for t in suite.sessions[0].turns]
+
+
+@needs_mice
+def test_registered_mice_suite_joins_both_subsets(monkeypatch):
+    suite = load_suite("mice", {"root": str(MICE_DIR), "check_images": False})
+    assert suite.name == "mice" and len(suite.sessions) == 720
+    assert len({s.id for s in suite.sessions}) == 720
+    assert {s.subset for s in suite.sessions} == {"cm", "cu"}
+    assert len(load_suite("mice", {"root": str(MICE_DIR), "subset": "cu", "check_images": False}).sessions) == 360
+    monkeypatch.delenv("MICEBENCH_MICE_ROOT", raising=False)
+    with pytest.raises(SuiteError, match="-S root=DIR"):
+        load_suite("mice")

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 
 from micebench.spec import TASK_TYPES, Session, Turn
-from micebench.suites.base import SuiteData, SuiteError, resolve_inside
+from micebench.suites.base import Suite, SuiteConfig, SuiteData, SuiteError, resolve_inside
 
 METADATA_FILE = "test_metadata.jsonl"
 PER_TURN_FIELDS = ("task_type", "formatted_instruction", "bg_consistency", "unchanged_objects", "all_objects")
@@ -138,3 +138,28 @@ def _first_error(e: Exception) -> str:
         err = e.errors()[0]
         return f"field {'.'.join(str(x) for x in err['loc'])!r}: {err['msg']}"
     return str(e)
+
+
+class MiceSuite(Suite):
+    """MICE-Bench: ``-S root=DIR`` where DIR holds ``cm/`` and ``cu/`` (each with test_metadata.jsonl
+    and, unless ``--image-root`` says otherwise, ``source_image/``). ``-S subset=cm|cu|both``.
+    ``root`` defaults to ``$MICEBENCH_MICE_ROOT``."""
+
+    class Config(SuiteConfig):
+        root: Path | None = Field(default=None, description="Folder holding cm/ and cu/ ($MICEBENCH_MICE_ROOT).")
+        subset: Literal["cm", "cu", "both"] = "both"
+        check_images: bool = True
+
+    def load(self, image_root: Path | None = None) -> SuiteData:
+        import os
+
+        root = self.config.root or (Path(os.environ["MICEBENCH_MICE_ROOT"]) if os.environ.get("MICEBENCH_MICE_ROOT")
+                                    else None)
+        if root is None:
+            raise SuiteError("suite 'mice': say where MICE-Bench is with -S root=DIR (DIR holds cm/ and cu/) "
+                             "or $MICEBENCH_MICE_ROOT")
+        subsets = ("cm", "cu") if self.config.subset == "both" else (self.config.subset,)
+        parts = [load_mice_jsonl(Path(root) / s, image_root, subset=s, suite_name="mice",
+                                 check_images=self.config.check_images) for s in subsets]
+        return SuiteData(name="mice", version=SUITE_VERSION, sessions=tuple(x for p in parts for x in p.sessions),
+                         source=str(root), options={"subset": self.config.subset})
