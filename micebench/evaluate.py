@@ -164,21 +164,9 @@ def score_run(run_dir: str | Path, judges: list[tuple[str, dict[str, Any]]], set
     for j in judge_objs:
         j.close()
     export_turn_table(store)
-    edit = _count(store)
+    edit = EditSummary.of(store.turn_records().values())
     store.close()
     return RunResult(Path(run_dir), edit, judged)
-
-
-def _count(store: RunStore) -> EditSummary:
-    s = EditSummary()
-    for r in store.turn_records().values():
-        if r.status == "ok":
-            s.done += 1
-        elif r.status == "error":
-            s.errors += 1
-        elif r.status == "skipped":
-            s.skipped += 1
-    return s
 
 
 def _execute(store: RunStore, editor: str, editor_options: dict[str, Any], judges: list[Judge],

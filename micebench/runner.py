@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +40,19 @@ class EditSummary:
     done: int = 0
     errors: int = 0
     skipped: int = 0
+
+    @classmethod
+    def of(cls, records: Iterable[TurnRecord]) -> EditSummary:
+        """Count the turn records by status."""
+        s = cls()
+        for r in records:
+            if r.status == "ok":
+                s.done += 1
+            elif r.status == "error":
+                s.errors += 1
+            elif r.status == "skipped":
+                s.skipped += 1
+        return s
 
 
 def _chunks(items: Sequence[Any], n: int) -> Iterator[Sequence[Any]]:
@@ -103,7 +116,6 @@ class Runner:
         sessions = self.store.sessions()
         records = self.store.turn_records()
         total = sum(len(s.turns) for s in sessions)
-        summary = EditSummary()
         editor: Editor | None = None
         bar = _progress(total, "edit", self.settings.progress)
         bar.update(len(records))
@@ -135,14 +147,7 @@ class Runner:
             bar.close()
             if editor is not None:
                 editor.close()
-        for r in records.values():
-            if r.status == "ok":
-                summary.done += 1
-            elif r.status == "error":
-                summary.errors += 1
-            elif r.status == "skipped":
-                summary.skipped += 1
-        return summary
+        return EditSummary.of(records.values())
 
     def _edit_batch(
         self, editor: Editor, batch: Sequence[Session], t: int, records: dict[tuple[str, int], TurnRecord]
