@@ -77,7 +77,8 @@ def main() -> None:
     results = []
     judge = None
     for batch in (int(b) for b in args.batches.split(",")):
-        j = create_judge("clip", {"model_name": args.model, "device": "cpu", "batch_size": batch})
+        j = create_judge("clip", {"model_name": args.model, "device": "cpu", "batch_size": batch,
+                                  "allow_random_weights": True})  # a throughput check: weights do not matter
         if judge is not None:  # share one model (same weights) across batch sizes
             j._model, j._preprocess, j._tokenizer, j.device = judge._model, judge._preprocess, judge._tokenizer, "cpu"
         j._load()

@@ -99,5 +99,5 @@ def test_identity_output_has_no_direction_and_is_unscored(tiny):
 def test_missing_checkpoint_is_a_clear_error(tiny, tmp_path):
     j = create_judge("clip", {"model_name": "tiny-clip-test", "checkpoint": str(tmp_path / "none.pt"),
                               "model_config_file": str(tiny[0])})  # fmt: skip
-    with pytest.raises(RuntimeError, match="cannot load"):
+    with pytest.raises(RuntimeError, match="is not a file, nor a pretrained tag"):
         j.score(requests())

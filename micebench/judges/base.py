@@ -49,6 +49,11 @@ class Judge:
         blob = json.dumps(self.describe(), sort_keys=True).encode()
         return f"{self.name}-{hashlib.sha256(blob).hexdigest()[:12]}"
 
+    def preflight(self) -> None:
+        """Called once before any editing: prove the judge can score (load its models, reach its server)
+        and raise :class:`micebench.errors.SetupError` with a one-line reason when it cannot. Leave big
+        models unloaded afterwards: the editor needs the GPU first. Default: nothing to check."""
+
     def close(self) -> None:
         """Free resources."""
 

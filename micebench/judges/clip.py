@@ -17,6 +17,11 @@ applicable while ``clip_dir`` is scored; an item with an empty target text is no
 
 Batched: each call encodes the distinct images and texts of the whole batch in chunks of
 ``batch_size``; images are de-duplicated by object identity and by the hashes the runner passes.
+
+Weights: a local open_clip checkpoint file or an open_clip pretrained tag (e.g. ``openai``). Without
+either the model would be random: refused unless ``allow_random_weights=true`` (tests only; the
+judge's description then says ``"random_weights": true`` and its judgements' revision is
+``random-weights``).
 """
 
 from __future__ import annotations
@@ -25,9 +30,11 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
+from micebench.errors import SetupError
 from micebench.judges.base import Judge, JudgeConfig
 from micebench.judges.batching import UniqueItems
 from micebench.spec import Judgement, JudgeRequest, Turn
+from micebench.weights import RANDOM_OPTION_HELP, describe_random_weights
 
 
 def edit_texts(turn: Turn) -> tuple[str | None, str | None, str]:
@@ -68,11 +75,12 @@ def edit_texts(turn: Turn) -> tuple[str | None, str | None, str]:
 class ClipConfig(JudgeConfig):
     model_name: str = Field("ViT-B-32", description="open_clip architecture name.")
     checkpoint: str | None = Field(
-        None, description="Weights: a local file, or an open_clip pretrained tag; none = random (tests only)."
+        None, description="Weights: a local file, or an open_clip pretrained tag (e.g. openai)."
     )
     model_config_file: str | None = Field(None, description="JSON architecture to register with open_clip.")
     device: str = "auto"
     batch_size: int = Field(16, ge=1)
+    allow_random_weights: bool = Field(False, description=RANDOM_OPTION_HELP)
 
 
 class ClipJudge(Judge):
@@ -87,12 +95,64 @@ class ClipJudge(Judge):
         super().__init__(config)
         self._model = None
 
+    @classmethod
+    def requirements(cls) -> dict[str, Any]:
+        return {"packages": ["torch", "open_clip"], "extra": "models", "gpu": "optional",
+                "weights": "-J checkpoint=FILE (an open_clip checkpoint) or an open_clip pretrained tag"}  # fmt: skip
+
+    def describe(self) -> dict[str, Any]:
+        return describe_random_weights(super().describe(), self.config.allow_random_weights)
+
+    def _check_weights(self) -> None:
+        """Refuse random weights, and a pretrained tag that is neither cached nor downloadable now."""
+        from pathlib import Path
+
+        c = self.config
+        if c.checkpoint is None:
+            if not c.allow_random_weights:
+                raise SetupError(
+                    f"clip judge: no checkpoint for {c.model_name!r}, so its weights would be random; give "
+                    "-J checkpoint=FILE (an open_clip checkpoint) or an open_clip pretrained tag such as openai"
+                )
+            return
+        if Path(c.checkpoint).expanduser().is_file():
+            return
+        import open_clip
+
+        from micebench.weights import download_command, hub_unreachable, in_hub_cache
+
+        if c.model_config_file:
+            open_clip.add_model_config(c.model_config_file)
+        cfg = open_clip.get_pretrained_cfg(c.model_name, c.checkpoint)
+        if not cfg:
+            tags = ", ".join(open_clip.list_pretrained_tags_by_model(c.model_name)) or "none"
+            raise SetupError(f"clip judge: checkpoint {c.checkpoint!r} is not a file, nor a pretrained tag of "
+                             f"{c.model_name!r} (tags: {tags})")  # fmt: skip
+        repo, _, filename = (cfg.get("hf_hub") or "").rpartition("/")  # "org/name/file" or "org/name/"
+        reason = hub_unreachable()
+        if reason is None or not repo:
+            return
+        names = [filename or "open_clip_pytorch_model.bin", "open_clip_model.safetensors"]
+        if not any(in_hub_cache(repo, n) for n in names):
+            raise SetupError(f"clip judge: pretrained {c.model_name}/{c.checkpoint} is not in the local Hugging "
+                             f"Face cache and the Hub cannot be reached ({reason}); download it first with "
+                             f"{download_command(repo, names[0])}, or give a local checkpoint file")  # fmt: skip
+
+    def preflight(self) -> None:
+        """Load the model once (it is small) to prove it loads, then let it go until the judge phase."""
+        self._load()
+        self._model = None
+
     def _load(self) -> None:
         if self._model is not None:
             return
-        import open_clip
-        import torch
+        try:
+            import open_clip
+            import torch
+        except ImportError as e:
+            raise SetupError(f"clip judge needs torch and open_clip: pip install 'micebench[models]' ({e})") from e
 
+        self._check_weights()
         c = self.config
         if c.model_config_file:
             open_clip.add_model_config(c.model_config_file)
@@ -168,7 +228,8 @@ class ClipJudge(Judge):
             plans.append((s, o, p, tslot(src_text) if src_text else None, tslot(tgt_text) if tgt_text else None, why))
         img_emb = self.encode_images(unique_images.items)
         txt_emb = self.encode_texts(texts) if texts else None
-        meta = {"judge": "clip", "model": self.config.model_name, "revision": self.config.checkpoint or "random"}
+        meta = {"judge": "clip", "model": self.config.model_name,
+                "revision": self.config.checkpoint or "random-weights"}  # fmt: skip
         out = []
         for r, (s, o, p, ts, tt, why) in zip(requests, plans, strict=True):
             e_out = img_emb[o]

@@ -4,12 +4,13 @@
 Runs on the same feature backend as the mice judge's CC (:class:`Dinov3Features`, any local
 directory or hub id that loads with ``AutoModel``); MagicBrush used DINO ViT-S/16, the default
 here is DINOv3 ViT-L/16, so numbers are comparable within this harness, not with MagicBrush's table.
-Batched: the distinct images of a call are encoded together.
+Batched: the distinct images of a call are encoded together. A checkpoint that lacks weights of the
+model (which would be random) is refused unless ``allow_random_weights=true`` (tests only).
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from pydantic import Field
@@ -17,12 +18,14 @@ from pydantic import Field
 from micebench.judges.base import Judge, JudgeConfig
 from micebench.judges.batching import UniqueItems
 from micebench.spec import Judgement, JudgeRequest
+from micebench.weights import RANDOM_OPTION_HELP, describe_random_weights
 
 
 class DinoConfig(JudgeConfig):
     features_path: str = "facebook/dinov3-vitl16-pretrain-lvd1689m"
     device: str = "auto"
     batch_size: int = Field(16, ge=1)
+    allow_random_weights: bool = Field(False, description=RANDOM_OPTION_HELP)
 
 
 class DinoJudge(Judge):
@@ -35,14 +38,31 @@ class DinoJudge(Judge):
         super().__init__(config)
         self._features = features
 
+    @classmethod
+    def requirements(cls) -> dict[str, Any]:
+        default = DinoConfig().features_path
+        return {"packages": ["torch", "transformers"], "extra": "models", "gpu": "optional",
+                "weights": f"-J features_path=DIR or a cached hub id (default {default})"}  # fmt: skip
+
+    def describe(self) -> dict[str, Any]:
+        return describe_random_weights(super().describe(), self.config.allow_random_weights)
+
     @property
     def features(self):
         if self._features is None:
             from micebench.judges.backends.features import Dinov3Features
 
             c = self.config
-            self._features = Dinov3Features(c.features_path, c.device, batch_size=c.batch_size)
+            self._features = Dinov3Features(c.features_path, c.device, batch_size=c.batch_size,
+                                            allow_random_weights=c.allow_random_weights)  # fmt: skip
         return self._features
+
+    def preflight(self) -> None:
+        """Load the feature model once to prove it loads, then let it go until the judge phase."""
+        built = self._features is None
+        _ = self.features
+        if built:
+            self._features = None
 
     def score(self, requests: list[JudgeRequest]) -> list[list[Judgement]]:
         unique = UniqueItems()

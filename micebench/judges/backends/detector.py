@@ -111,6 +111,17 @@ def model_revision(path: str, model: Any) -> str:
     return "local:" + h.hexdigest()[:12]
 
 
+def transformers_classes(what: str, *names: str) -> tuple[Any, ...]:
+    """Classes from transformers, or a :class:`SetupError` saying which extra to install."""
+    try:
+        import transformers
+    except ImportError as e:
+        from micebench.errors import SetupError
+
+        raise SetupError(f"{what} needs transformers and torch: pip install 'micebench[models]' ({e})") from e
+    return tuple(getattr(transformers, n) for n in names)
+
+
 def _resolve_device(device: str) -> str:
     if device != "auto":
         return device
@@ -127,20 +138,23 @@ class GroundingDinoDetector:
     Calls are serialised by a lock: one model, many judge threads.
     """
 
-    def __init__(self, path: str, device: str = "auto") -> None:
-        from transformers import AutoProcessor, GroundingDinoForObjectDetection
+    def __init__(self, path: str, device: str = "auto", allow_random_weights: bool = False) -> None:
+        from micebench.weights import load_pretrained, load_processor
 
+        what = "GroundingDINO detector"
+        AutoProcessor, GroundingDino = transformers_classes(what, "AutoProcessor", "GroundingDinoForObjectDetection")
         self.device = _resolve_device(device)
         try:
-            self.processor = AutoProcessor.from_pretrained(path)
-            self.model = GroundingDinoForObjectDetection.from_pretrained(path).to(self.device).eval()
+            self.processor = load_processor(AutoProcessor, path, what)
+            model, partly_random = load_pretrained(GroundingDino, path, what, allow_random_weights=allow_random_weights)
+            self.model = model.to(self.device).eval()
         except OSError as e:
             raise OSError(
                 f"cannot load GroundingDINO from {path!r}: {e}. Give a local directory written by "
                 "save_pretrained or a hub id available offline (e.g. IDEA-Research/grounding-dino-tiny)."
             ) from e
         self.name = str(path)
-        self.revision = model_revision(path, self.model)
+        self.revision = ("random-weights+" if partly_random else "") + model_revision(path, self.model)
         self._lock = threading.Lock()
 
     @staticmethod

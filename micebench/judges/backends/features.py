@@ -46,15 +46,19 @@ class Dinov3Features:
     ``batch_size``; calls are serialised by a lock.
     """
 
-    def __init__(self, path: str, device: str = "auto", batch_size: int = 16) -> None:
-        from transformers import AutoImageProcessor, AutoModel
+    def __init__(
+        self, path: str, device: str = "auto", batch_size: int = 16, allow_random_weights: bool = False
+    ) -> None:
+        from micebench.judges.backends.detector import _resolve_device, model_revision, transformers_classes
+        from micebench.weights import load_pretrained, load_processor
 
-        from micebench.judges.backends.detector import _resolve_device, model_revision
-
+        AutoImageProcessor, AutoModel = transformers_classes("DINOv3 features", "AutoImageProcessor", "AutoModel")
         self.device = _resolve_device(device)
         try:
-            self.processor = AutoImageProcessor.from_pretrained(path)
-            self.model = AutoModel.from_pretrained(path).to(self.device).eval()
+            self.processor = load_processor(AutoImageProcessor, path, "DINOv3 features")
+            model, partly_random = load_pretrained(AutoModel, path, "DINOv3 features",
+                                            allow_random_weights=allow_random_weights)  # fmt: skip
+            self.model = model.to(self.device).eval()
         except OSError as e:
             raise OSError(
                 f"cannot load DINOv3 from {path!r}: {e}. Give a local directory written by save_pretrained "
@@ -65,7 +69,7 @@ class Dinov3Features:
         self.num_registers = int(getattr(cfg, "num_register_tokens", 0) or 0)
         self.batch_size = batch_size
         self.name = str(path)
-        self.revision = model_revision(path, self.model)
+        self.revision = ("random-weights+" if partly_random else "") + model_revision(path, self.model)
         self._lock = threading.Lock()
 
     def encode(self, images: list[Any]) -> list[PatchFeatures]:

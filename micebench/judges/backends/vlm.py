@@ -159,6 +159,31 @@ class OpenAIChatVLM:
         self._in_flight = 0
         self.max_in_flight = 0  # the most requests seen in flight at once (checked by tests)
 
+    def check_reachable(self, timeout_s: float = 10.0) -> None:
+        """One cheap ``GET {base_url}/models`` (no retries): raises :class:`SetupError` when the server
+        cannot be reached, refuses the key, or does not serve ``model``. Used before any editing."""
+        from micebench.errors import SetupError
+
+        url = self.url[: -len("/chat/completions")] + "/models"
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout_s) as resp:
+                raw = resp.read(1 << 20).decode("utf-8", errors="replace")
+        except urllib.error.HTTPError as e:
+            hint = {401: " (check the API key)", 403: " (check the API key)", 404: " (does base_url end with /v1?)"}
+            raise SetupError(f"VLM server {url}: HTTP {e.code} {e.reason}{hint.get(e.code, '')}") from e
+        except (urllib.error.URLError, TimeoutError, http.client.HTTPException, OSError) as e:
+            why = getattr(e, "reason", None) or e
+            raise SetupError(f"VLM server {url} cannot be reached ({why}); start it or set base_url") from e
+        try:
+            served = [m["id"] for m in json.loads(raw)["data"]]
+        except (ValueError, KeyError, TypeError) as e:
+            raise SetupError(f"VLM server {url}: not an OpenAI-compatible model list: {raw[:200]!r}") from e
+        if self.model not in served:
+            listed = ", ".join(map(str, served)) or "none"
+            raise SetupError(f"VLM server {url} does not serve {self.model!r} (it serves: {listed}); "
+                             "set -J model=... to one of them")  # fmt: skip
+
     def _count(self, field: str) -> None:
         with self._stats_lock:
             setattr(self.stats, field, getattr(self.stats, field) + 1)
@@ -269,20 +294,23 @@ class TransformersQwenVLM:
     serialised by a lock.
     """
 
-    def __init__(self, path: str, device: str = "auto", seed: int = 0, max_pixels: int | None = None) -> None:
-        from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+    def __init__(self, path: str, device: str = "auto", seed: int = 0, max_pixels: int | None = None,
+                 allow_random_weights: bool = False) -> None:  # fmt: skip
+        from micebench.judges.backends.detector import _resolve_device, model_revision, transformers_classes
+        from micebench.weights import load_pretrained, load_processor
 
-        from micebench.judges.backends.detector import _resolve_device, model_revision
-
+        what = "Qwen2.5-VL"
+        AutoProcessor, QwenVL = transformers_classes(what, "AutoProcessor", "Qwen2_5_VLForConditionalGeneration")
         self.device = _resolve_device(device)
         kwargs = {"max_pixels": max_pixels} if max_pixels else {}
         try:
-            self.processor = AutoProcessor.from_pretrained(path, **kwargs)
-            self.model = Qwen2_5_VLForConditionalGeneration.from_pretrained(path).to(self.device).eval()
+            self.processor = load_processor(AutoProcessor, path, what, **kwargs)
+            model, partly_random = load_pretrained(QwenVL, path, what, allow_random_weights=allow_random_weights)
+            self.model = model.to(self.device).eval()
         except OSError as e:
             raise OSError(f"cannot load Qwen2.5-VL from {path!r}: {e}") from e
         self.name = str(path)
-        self.revision = model_revision(path, self.model)
+        self.revision = ("random-weights+" if partly_random else "") + model_revision(path, self.model)
         self.seed = seed
         self._lock = threading.Lock()
 

@@ -5,6 +5,11 @@ win over the profile's values. Every vote is stored in ``Judgement.votes`` (``No
 failed); the score is the mean of the votes that succeeded and ``reason`` says how many did. When
 every vote fails the turn is unscored, with the reasons and the raw answers. Votes are cached on
 disk (see :mod:`micebench.judges.mice.cache`), VLM replies too (``RequestCache``).
+
+Before any editing, :meth:`MiceJudge.preflight` loads the detector and the feature model once and
+asks a VLM server for its model list, so a missing model or an unreachable server stops the run in
+seconds. Checkpoints that lack weights (which would be random) are refused unless
+``allow_random_weights=true`` (tests only; the judge's description then says ``"random_weights": true``).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from pydantic import Field, model_validator
 from micebench.judges.base import Judge, JudgeConfig
 from micebench.options import OptionsError, read_yaml_mapping
 from micebench.spec import Judgement, JudgeRequest
+from micebench.weights import RANDOM_OPTION_HELP, describe_random_weights
 
 #: Options that change how a run goes, not what it scores: left out of the cache identity.
 _OPERATIONAL = {
@@ -68,6 +74,7 @@ class MiceConfig(JudgeConfig):
     patch_tokens: Literal["real", "upstream"] = "real"
     prompts_dir: str | None = None
     cache_path: str | None = Field(None, description="SQLite cache; default ~/.cache/micebench/mice.sqlite; 'none'.")
+    allow_random_weights: bool = Field(False, description=RANDOM_OPTION_HELP)
 
     @model_validator(mode="before")
     @classmethod
@@ -123,11 +130,21 @@ class MiceJudge(Judge):
     def describe(self) -> dict[str, Any]:
         d = super().describe()
         d["prompt_hash"] = self.prompt_hash
-        return d
+        return describe_random_weights(d, self.config.allow_random_weights)
+
+    @classmethod
+    def requirements(cls) -> dict[str, Any]:
+        c = MiceConfig()
+        return {"packages": ["torch", "transformers"], "extra": "models", "gpu": "optional",
+                "weights": f"-J detector_path= (default {c.detector_path}), -J features_path= (default "
+                           f"{c.features_path}); a VLM server at ${c.base_url_env} or -J vlm_backend=transformers "
+                           "-J vlm_path=DIR"}  # fmt: skip
 
     @property
     def profile_id(self) -> str:
         scoring = {k: v for k, v in self.config.model_dump(mode="json").items() if k not in _OPERATIONAL}
+        if not scoring.get("allow_random_weights"):  # absent when off: caches made before the option stay valid
+            scoring.pop("allow_random_weights", None)
         blob = json.dumps({"v": self.version, **scoring}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -152,7 +169,9 @@ class MiceJudge(Judge):
         from micebench.judges.backends.detector import CachedDetector, GroundingDinoDetector
 
         if self._detector is None:
-            self._detector = GroundingDinoDetector(self.config.detector_path, self.config.device)
+            c = self.config
+            random_ok = c.allow_random_weights
+            self._detector = GroundingDinoDetector(c.detector_path, c.device, allow_random_weights=random_ok)
         if not isinstance(self._detector, CachedDetector):
             self._detector = CachedDetector(self._detector)
         return self._detector
@@ -162,7 +181,8 @@ class MiceJudge(Judge):
         if self._features is None:
             from micebench.judges.backends.features import Dinov3Features
 
-            self._features = Dinov3Features(self.config.features_path, self.config.device)
+            c = self.config
+            self._features = Dinov3Features(c.features_path, c.device, allow_random_weights=c.allow_random_weights)
         return self._features
 
     @property
@@ -174,7 +194,8 @@ class MiceJudge(Judge):
 
                 if not c.vlm_path:
                     raise OptionsError("mice judge: vlm_backend=transformers needs vlm_path (a local Qwen2.5-VL dir)")
-                self._vlm = TransformersQwenVLM(c.vlm_path, c.device, seed=c.seed or 0)
+                self._vlm = TransformersQwenVLM(c.vlm_path, c.device, seed=c.seed or 0,
+                                                allow_random_weights=c.allow_random_weights)  # fmt: skip
             else:
                 from micebench.judges.backends.vlm import OpenAIChatVLM, RequestCache
 
@@ -192,6 +213,32 @@ class MiceJudge(Judge):
                     cache=self._request_cache, seed=c.seed,
                 )  # fmt: skip
         return self._vlm
+
+    def preflight(self) -> None:
+        """Before any editing: load the detector and the feature model once (then let them go until the
+        judge phase), and check the VLM: a server must answer ``GET /models`` and serve the model; a local
+        Qwen2.5-VL folder (large) is checked for its config and files, not loaded."""
+        from micebench.errors import SetupError
+
+        kept = (self._detector, self._features)
+        try:
+            _ = self.detector, self.features
+        finally:
+            self._detector, self._features = kept
+        c = self.config
+        if self._vlm is None and c.vlm_backend == "transformers":
+            if not c.vlm_path:
+                raise SetupError("mice judge: vlm_backend=transformers needs vlm_path (a local Qwen2.5-VL folder)")
+            from transformers import AutoConfig
+
+            from micebench.weights import pretrained_source
+
+            source, extra = pretrained_source(c.vlm_path, "mice judge VLM")
+            AutoConfig.from_pretrained(source, **extra)
+            return
+        check = getattr(self.vlm, "check_reachable", None)
+        if callable(check):
+            check()
 
     # ----- scoring --------------------------------------------------------------------------
     def score(self, requests: list[JudgeRequest]) -> list[list[Judgement]]:
