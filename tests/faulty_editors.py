@@ -58,7 +58,9 @@ class FaultyEditor(Editor):
             elif kind == "fneg":
                 out.append(EditResult(image=self.expected(r).astype(np.float32) / 127.5 - 1))
             elif kind == "badextra":
-                out.append(EditResult(image=Image.fromarray(self.expected(r)), extra={("a", "tuple"): "key"}))
+                trace: dict = {"step": 1}
+                trace["parent"] = trace  # a cycle: JSON cannot hold it
+                out.append(EditResult(image=Image.fromarray(self.expected(r)), extra={"trace": trace}))
             elif kind == "i16":
                 gray = self.expected(r)[..., 0].astype(np.uint16) * 257
                 out.append(EditResult(image=Image.fromarray(gray)))  # mode I;16
