@@ -21,6 +21,7 @@ LAZY_COMMANDS = {
     "leaderboard": "micebench.cli_results:leaderboard",
     "gate": "micebench.cli_results:gate",
     "report": "micebench.cli_results:report",
+    "doctor": "micebench.cli_doctor:doctor",
 }
 
 EXIT_OK, EXIT_FAILED_TURNS, EXIT_USAGE = 0, 1, 2
@@ -129,15 +130,25 @@ def _default_judges(suite_name: str) -> tuple[str, ...]:
               "that take one.")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False, exists=True),
               help="Finish an interrupted run directory (all other options come from its manifest).")
+@click.option("--judge-timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="A judge call taking longer than this per turn is unscored (a hung judge is stopped).")
+@click.option("--isolate", is_flag=True, help="Run the editor in a child process that is killed on --turn-timeout "
+              "and restarted (costs a reload per restart; see the README).")
+@click.option("--dry-run", is_flag=True, help="Only build and load the editor and judges (the preflight) and say "
+              "what would run; write nothing.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def run(suite_spec, suite_opts, models, model_opts, model_config, judges, judge_opts, judge_configs, no_judge, out,
-        run_name, limit, batch_size, turn_timeout, image_root, seed, resume_dir, quiet) -> None:
+        run_name, limit, batch_size, turn_timeout, image_root, seed, resume_dir, judge_timeout, isolate, dry_run,
+        quiet) -> None:
     """Edit every turn of a suite with an editor, then score it with judges.
 
     Writes runs/<run_id>/ (manifest.json, run.sqlite, images/, turns.parquet, turns.csv) and prints
-    IF / CC / GA per turn index. Exit code: 0 all turns edited, 1 some turns failed (see the
-    table's status and error columns), 2 bad usage or a malformed suite.
+    IF / CC / GA per turn index. Before any editing, every judge and the editor are built and loaded
+    (the preflight). Exit code: 0 all turns edited, 1 some turns failed (see the table's status and
+    error columns), 2 bad usage, a malformed suite, or a setup problem (a model that cannot load, a
+    server that cannot be reached, a judge failing on every turn the same way).
     """
+    from micebench.errors import SetupError
     from micebench.evaluate import resume_run, start_run
     from micebench.options import OptionsError, read_yaml_mapping
     from micebench.registry import UnknownNameError
@@ -146,10 +157,11 @@ def run(suite_spec, suite_opts, models, model_opts, model_config, judges, judge_
     from micebench.suites.base import SuiteData, SuiteError
     from micebench.suites.resolve import load_suite
 
+    command_line = " ".join(shlex.quote(a) for a in ["micebench", *sys.argv[1:]])
     if resume_dir:
         try:
-            result = resume_run(resume_dir, progress=not quiet)
-        except (RunStoreError, UnknownNameError, OptionsError) as e:
+            result = resume_run(resume_dir, progress=not quiet, command_line=command_line)
+        except (RunStoreError, UnknownNameError, OptionsError, SetupError) as e:
             fail(str(e))
         _print_summaries([result])
         sys.exit(EXIT_FAILED_TURNS if result.failed_turns else EXIT_OK)
@@ -174,17 +186,25 @@ def run(suite_spec, suite_opts, models, model_opts, model_config, judges, judge_
     judge_specs = [] if no_judge else _judge_specs(judges or _default_judges(suite.name), judge_opts, judge_configs)
     if run_name and len(models) > 1:
         fail("--run-name names one run directory; with several --model, leave it out")
-    settings = RunSettings(batch_size=batch_size, turn_timeout=turn_timeout, progress=not quiet)
-    command_line = " ".join(shlex.quote(a) for a in ["micebench", *sys.argv[1:]])
+    settings = RunSettings(batch_size=batch_size, turn_timeout=turn_timeout, progress=not quiet,
+                           judge_timeout=judge_timeout, isolate=isolate)  # fmt: skip
     results = []
     for model in models:
         if len(models) > 1:
             click.secho(f"== {model}", bold=True, err=True)
         try:
+            if dry_run:
+                from micebench.preflight import dry_run as plan
+
+                click.echo(plan(suite, model, editor_opts, judge_specs, out=out, run_name=run_name,
+                                settings=settings, seed=seed))  # fmt: skip
+                continue
             results.append(start_run(suite, model, editor_opts, judge_specs, out=out, run_name=run_name,
                                      settings=settings, seed=seed, command_line=command_line))
-        except (OptionsError, UnknownNameError, RunStoreError) as e:
+        except (OptionsError, UnknownNameError, RunStoreError, SetupError) as e:
             fail(str(e))
+    if dry_run:
+        sys.exit(EXIT_OK)
     _print_summaries(results)
     sys.exit(EXIT_FAILED_TURNS if any(r.failed_turns for r in results) else EXIT_OK)
 
@@ -208,23 +228,29 @@ def _print_summaries(results) -> None:
 @click.option("-J", "judge_opts", multiple=True, metavar="[JUDGE.]KEY=VALUE", help="Judge option.")
 @click.option("--judge-config", "judge_configs", multiple=True, type=click.Path(dir_okay=False))
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
+@click.option("--judge-timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="A judge call taking longer than this per turn is unscored.")
 @click.option("-q", "--quiet", is_flag=True)
-def score(run_dir, judges, judge_opts, judge_configs, batch_size, quiet) -> None:
+def score(run_dir, judges, judge_opts, judge_configs, batch_size, judge_timeout, quiet) -> None:
     """Score a run's stored images again (another judge, a new judge version) without editing.
 
     Judgements already stored for the same judge configuration are kept, so an interrupted
-    scoring run picks up where it stopped.
+    scoring run picks up where it stopped. Exit code 2 when a judge cannot work (checked before
+    scoring) or fails on every turn the same way.
     """
+    from micebench.errors import SetupError
     from micebench.evaluate import score_run
     from micebench.options import OptionsError
     from micebench.registry import UnknownNameError
     from micebench.runner import RunSettings
     from micebench.store import RunStoreError
 
+    command_line = " ".join(shlex.quote(a) for a in ["micebench", *sys.argv[1:]])
     try:
         result = score_run(run_dir, _judge_specs(judges, judge_opts, judge_configs),
-                           RunSettings(batch_size=batch_size, progress=not quiet))
-    except (RunStoreError, UnknownNameError, OptionsError) as e:
+                           RunSettings(batch_size=batch_size, progress=not quiet, judge_timeout=judge_timeout),
+                           command_line=command_line)  # fmt: skip
+    except (RunStoreError, UnknownNameError, OptionsError, SetupError) as e:
         fail(str(e))
     _print_summaries([result])
 

@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import micebench
-from micebench.editors.base import create_editor
+from micebench.editors.base import Editor
+from micebench.errors import SetupError
 from micebench.judges.base import Judge, create_judge
-from micebench.runner import EditSummary, Runner, RunSettings
+from micebench.runner import EditSummary, Runner, RunSettings, close_quietly
 from micebench.store import RunStore, RunStoreError
 from micebench.suites.base import SuiteData
 from micebench.table import export_turn_table
@@ -35,7 +36,8 @@ class RunResult:
 
     @property
     def failed_turns(self) -> int:
-        return self.edit.errors + self.edit.skipped
+        """Turns that did not end ``ok``: errors, skipped, and any left pending."""
+        return self.edit.errors + self.edit.skipped + self.edit.pending
 
 
 def _package_version(name: str) -> str | None:
@@ -73,13 +75,29 @@ def with_seed(cls: type, options: dict[str, Any], seed: int | None) -> dict[str,
 
 
 def build_judges(specs: list[tuple[str, dict[str, Any]]], seed: int | None = None) -> list[Judge]:
+    """Build the judges; a constructor that fails (other than on bad options) is a SetupError naming it."""
     from micebench import registry
+    from micebench.options import OptionsError
+    from micebench.preflight import checked
 
     judges = []
     for name, opts in specs:
         cls = registry.load("judges", name)
-        judges.append(create_judge(name, with_seed(cls, opts, seed)))
+        options = with_seed(cls, opts, seed)
+        try:
+            judges.append(checked(lambda n=name, o=options: create_judge(n, o), f"judge {name}: building it"))
+        except SetupError as e:
+            if isinstance(e.__cause__, OptionsError):
+                raise e.__cause__ from None
+            raise
     return judges
+
+
+def _close_all(judges: list[Judge], editor: Editor | None = None) -> None:
+    if editor is not None:
+        close_quietly(editor, f"editor {editor.name}")
+    for j in judges:
+        close_quietly(j, f"judge {j.name}")
 
 
 def start_run(
@@ -93,20 +111,33 @@ def start_run(
     seed: int | None = 0,
     command_line: str = "",
 ) -> RunResult:
-    """Create a run directory for ``suite`` x ``editor``, edit every turn, then judge."""
+    """Create a run directory for ``suite`` x ``editor``, edit every turn, then judge.
+
+    Before anything is written, every judge and the editor pass the preflight
+    (:mod:`micebench.preflight`): a setup problem raises :class:`SetupError` and no directory is made.
+    """
     from micebench import registry
+    from micebench.preflight import preflight
 
     settings = settings or RunSettings()
     editor_cls = registry.load("editors", editor)  # fail on a typo before anything is written
     editor_options = with_seed(editor_cls, editor_options, seed)
-    # Build (and so validate) the editor config now; the editor itself is built only when needed.
+    # Build (and so validate) the editor config now; the editor itself is built by the preflight.
     from micebench.options import build_config
 
     editor_config = build_config(editor_cls.Config, editor_options, where=f"editor {editor!r}").model_dump(mode="json")
     judge_objs = build_judges(judges, seed)
+    try:
+        built = preflight(editor_cls, editor_options, judge_objs, name=editor, isolate=settings.isolate)
+    except BaseException:
+        _close_all(judge_objs)
+        raise
+    assert built is not None
+    editor_obj, described = built
     run_id = run_name or f"{time.strftime('%Y%m%d-%H%M%S')}-{suite.name}-{editor}-{secrets.token_hex(2)}".replace(
         "/", "_"
     )
+    command_line = command_line or " ".join(sys.argv)
     manifest = {
         "run_id": run_id,
         "micebench_version": micebench.__version__,
@@ -116,10 +147,12 @@ def start_run(
         "platform": platform.platform(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "finished": None,
-        "command_line": command_line or " ".join(sys.argv),
+        "command_line": command_line,
         "seed": seed,
         "batch_size": settings.batch_size,
         "turn_timeout": settings.turn_timeout,
+        "judge_timeout": settings.judge_timeout,
+        "isolate": settings.isolate,
         "suite": {
             "name": suite.name,
             "version": suite.version,
@@ -128,71 +161,129 @@ def start_run(
             "digest": suite.digest(),
             "n_sessions": len(suite.sessions),
         },
-        "editor": {"name": editor, "config": editor_config, "config_hash": config_hash(editor_config)},
+        # What the editor says about itself (e.g. a hash of its prompt texts) joins the manifest, and the
+        # config hash covers it, so a leaderboard row changes when the editor does.
+        "editor": {"name": editor, "config": editor_config, "describe": described,
+                   "config_hash": config_hash(described)},
         "judges": [describe_judge(j) for j in judge_objs],
     }
-    store = RunStore.create(Path(out) / run_id, manifest, suite.sessions)
-    return _execute(store, editor, editor_options, judge_objs, settings)
+    try:
+        store = RunStore.create(Path(out) / run_id, manifest, suite.sessions, command=command_line)
+    except BaseException:
+        _close_all(judge_objs, editor_obj)
+        raise
+    return _execute(store, editor, editor_options, judge_objs, settings, built)
 
 
-def resume_run(run_dir: str | Path, progress: bool = True) -> RunResult:
-    """Finish an interrupted run: edit what is missing, judge what is unjudged, export."""
-    store = RunStore.open(run_dir)
-    store.repair()
-    m = store.read_manifest()
-    settings = RunSettings(batch_size=m.get("batch_size") or 8, turn_timeout=m.get("turn_timeout"), progress=progress)
-    judges = build_judges([(j["name"], j.get("config", {})) for j in m.get("judges", [])])
-    for j, recorded in zip(judges, m.get("judges", []), strict=True):
-        if j.key != recorded.get("key"):
-            raise RunStoreError(
-                f"{run_dir}: judge {j.name!r} is now configured differently from when the run started "
-                f"(key {j.key} vs {recorded.get('key')}); its code or defaults changed. "
-                f"Use `micebench score {run_dir} --judge {j.name}` to score with the new version."
-            )
-    return _execute(store, m["editor"]["name"], m["editor"]["config"], judges, settings)
+def resume_run(run_dir: str | Path, progress: bool = True, command_line: str = "") -> RunResult:
+    """Finish an interrupted run: edit what is missing, judge what is unjudged, export.
+
+    Takes the run directory's lock (one writer at a time), redoes turns whose stored images are damaged,
+    and runs the preflight of whatever still has work (the judges, the editor) before doing any.
+    """
+    from micebench import registry
+    from micebench.preflight import preflight
+
+    store = RunStore.open(run_dir, write=True, command=command_line)
+    try:
+        store.repair()
+        m = store.read_manifest()
+        settings = RunSettings(batch_size=m.get("batch_size") or 8, turn_timeout=m.get("turn_timeout"),
+                               judge_timeout=m.get("judge_timeout"), isolate=bool(m.get("isolate")),
+                               progress=progress)  # fmt: skip
+        judges = build_judges([(j["name"], j.get("config", {})) for j in m.get("judges", [])])
+    except BaseException:
+        store.close()
+        raise
+    built = None
+    try:
+        for j, recorded in zip(judges, m.get("judges", []), strict=True):
+            if j.key != recorded.get("key"):
+                raise RunStoreError(
+                    f"{run_dir}: judge {j.name!r} is now configured differently from when the run started "
+                    f"(key {j.key} vs {recorded.get('key')}); its code or defaults changed. "
+                    f"Use `micebench score {run_dir} --judge {j.name}` to score with the new version."
+                )
+        probe = Runner(store, settings)
+        editing = probe.edit_todo() > 0
+        busy = [j for j in judges if editing or probe.judge_todo(j) > 0]
+        name, options = m["editor"]["name"], m["editor"]["config"]
+        editor_cls = registry.load("editors", name) if editing else None
+        built = preflight(editor_cls, options, busy, name=name, isolate=settings.isolate)
+    except BaseException:
+        _close_all(judges, built[0] if built else None)
+        store.close()
+        raise
+    return _execute(store, name, options, judges, settings, built)
 
 
-def score_run(run_dir: str | Path, judges: list[tuple[str, dict[str, Any]]], settings: RunSettings) -> RunResult:
+def score_run(run_dir: str | Path, judges: list[tuple[str, dict[str, Any]]], settings: RunSettings,
+              command_line: str = "") -> RunResult:  # fmt: skip
     """Score a run's stored images with (other) judges, without editing again."""
-    store = RunStore.open(run_dir)
-    judge_objs = build_judges(judges, store.read_manifest().get("seed"))
-    m = store.read_manifest()
-    entries = [j for j in m.get("judges", []) if j["name"] not in {x.name for x in judge_objs}]
-    store.update_manifest(judges=entries + [describe_judge(j) for j in judge_objs])
-    runner = Runner(store, settings)
-    judged = runner.judge(judge_objs)
-    for j in judge_objs:
-        j.close()
-    export_turn_table(store)
-    edit = EditSummary.of(store.turn_records().values())
-    store.close()
+    from micebench.preflight import preflight
+
+    store = RunStore.open(run_dir, write=True, command=command_line)
+    judge_objs: list[Judge] = []
+    try:
+        m = store.read_manifest()
+        judge_objs = build_judges(judges, m.get("seed"))
+        preflight(None, {}, judge_objs)
+        entries = [j for j in m.get("judges", []) if j["name"] not in {x.name for x in judge_objs}]
+        store.update_manifest(judges=entries + [describe_judge(j) for j in judge_objs])
+        runner = Runner(store, settings)
+        try:
+            judged = runner.judge(judge_objs)
+        finally:
+            _close_all(judge_objs)
+            judge_objs = []
+            export_turn_table(store)
+        edit = EditSummary.of(store.turn_records().values(), sum(len(s.turns) for s in store.sessions()))
+    finally:
+        _close_all(judge_objs)
+        store.close()
     return RunResult(Path(run_dir), edit, judged)
 
 
 def _execute(store: RunStore, editor: str, editor_options: dict[str, Any], judges: list[Judge],
-             settings: RunSettings) -> RunResult:
-    runner = Runner(store, settings)
+             settings: RunSettings, built: tuple[Editor, dict[str, Any]] | None = None) -> RunResult:
+    """The edit then judge phases on an open, locked store; the store is closed (and unlocked) at the end.
 
-    def build_editor():
-        ed = create_editor(editor, editor_options)
-        # What the editor says about itself (e.g. a hash of its prompt texts) joins the manifest,
-        # and the config hash covers it, so a leaderboard row changes when the editor does.
-        described = ed.describe()
+    ``built`` is the (editor, description) the preflight made; without it an editor is built (and
+    checked) only if there is something to edit.
+    """
+    runner = Runner(store, settings)
+    unused: Editor | None = built[0] if built else None
+
+    def build_editor() -> Editor:
+        nonlocal unused
+        if built is not None:
+            ed, described = built
+        else:
+            from micebench import registry
+            from micebench.preflight import build_editor as build
+
+            ed, described = build(registry.load("editors", editor), editor_options, editor, settings.isolate)
+        # What the editor says about itself joins the manifest; the config hash covers it.
         entry = {**store.read_manifest()["editor"], "describe": described, "config_hash": config_hash(described)}
         store.update_manifest(editor=entry)
+        unused = None  # the runner owns it now, and closes it
         return ed
 
     try:
-        edit = runner.edit(build_editor)
-        judged = runner.judge(judges)
+        try:
+            edit = runner.edit(build_editor)
+            judged = runner.judge(judges)
+        finally:
+            if unused is not None:  # built by the preflight, never used: nothing was left to edit
+                close_quietly(unused, f"editor {editor}")
+            _close_all(judges)
+            # Whatever happened, the table reflects everything recorded so far.
+            export_turn_table(store)
+        m = store.read_manifest()
+        counts = {"ok": edit.done, "error": edit.errors, "skipped": edit.skipped}
+        # A resume with nothing left to do leaves the manifest alone: `finished` says when the work ended.
+        if m.get("finished") is None or runner.edited or any(judged.values()) or m.get("counts") != counts:
+            store.update_manifest(finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), counts=counts)
     finally:
-        for j in judges:
-            j.close()
-        # Whatever happened, the table reflects everything recorded so far.
-        export_turn_table(store)
-    store.update_manifest(
-        finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        counts={"ok": edit.done, "error": edit.errors, "skipped": edit.skipped},
-    )
-    store.close()
+        store.close()
     return RunResult(store.root, edit, judged)

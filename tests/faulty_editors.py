@@ -86,6 +86,7 @@ class BrokenEditor(FaultyEditor):
     class Config(FaultyEditor.Config):
         where: str = "init"
         how: str = "raise"
+        marker_file: str = ""  # each construction appends a line (to count them)
 
     def _fail(self, where: str) -> None:
         if self.config.where == where:
@@ -95,6 +96,9 @@ class BrokenEditor(FaultyEditor):
 
     def __init__(self, config=None):
         super().__init__(config)
+        if self.config.marker_file:
+            with open(self.config.marker_file, "a") as f:
+                f.write(f"built {os.getpid()}\n")
         self._fail("init")
 
     def preflight(self):

@@ -49,3 +49,29 @@ class FlakyJudge(Judge):
                 score = float("-inf")
             out.append([Judgement(metric="brightness", score=score)])
         return out
+
+
+class BrokenJudge(FlakyJudge):
+    """Fails in ``where`` (init, preflight) by raising ``how`` (raise, exit, setup)."""
+
+    class Config(FlakyJudge.Config):
+        where: str = "init"
+        how: str = "raise"
+
+    def __init__(self, config=None):
+        super().__init__(config)
+        self._fail("init")
+
+    def _fail(self, where: str) -> None:
+        if self.config.where != where:
+            return
+        if self.config.how == "exit":
+            sys.exit(4)
+        if self.config.how == "setup":
+            from micebench.errors import SetupError
+
+            raise SetupError("broken judge: its model is missing")
+        raise RuntimeError(f"broken {where}")
+
+    def preflight(self):
+        self._fail("preflight")

@@ -41,6 +41,11 @@ class Editor:
         """What the manifest records about this editor."""
         return {"name": self.name or type(self).__name__, "config": self.config.model_dump(mode="json")}
 
+    def preflight(self) -> None:
+        """Called once, right after construction and before any work: load what :meth:`edit` needs and
+        raise :class:`micebench.errors.SetupError` with a one-line reason (a missing checkpoint, extra or
+        server) when it cannot. The same instance then edits. Default: nothing to check."""
+
     def close(self) -> None:
         """Free resources (GPU memory) before the judge phase."""
 

@@ -103,19 +103,20 @@ class ClipJudge(Judge):
     def describe(self) -> dict[str, Any]:
         return describe_random_weights(super().describe(), self.config.allow_random_weights)
 
+    def _refuse_random(self) -> None:
+        c = self.config
+        if c.checkpoint is None and not c.allow_random_weights:
+            raise SetupError(
+                f"clip judge: no checkpoint for {c.model_name!r}, so its weights would be random; give "
+                "-J checkpoint=FILE (an open_clip checkpoint) or an open_clip pretrained tag such as openai"
+            )
+
     def _check_weights(self) -> None:
-        """Refuse random weights, and a pretrained tag that is neither cached nor downloadable now."""
+        """Refuse a pretrained tag that is neither cached nor downloadable now (open_clip imported)."""
         from pathlib import Path
 
         c = self.config
-        if c.checkpoint is None:
-            if not c.allow_random_weights:
-                raise SetupError(
-                    f"clip judge: no checkpoint for {c.model_name!r}, so its weights would be random; give "
-                    "-J checkpoint=FILE (an open_clip checkpoint) or an open_clip pretrained tag such as openai"
-                )
-            return
-        if Path(c.checkpoint).expanduser().is_file():
+        if c.checkpoint is None or Path(c.checkpoint).expanduser().is_file():
             return
         import open_clip
 
@@ -146,6 +147,7 @@ class ClipJudge(Judge):
     def _load(self) -> None:
         if self._model is not None:
             return
+        self._refuse_random()
         try:
             import open_clip
             import torch
