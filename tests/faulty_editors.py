@@ -21,7 +21,7 @@ class FaultyEditor(Editor):
     hang (sleeps ``hang_seconds``), error (EditResult with an error), garbage (a string),
     i16 (the right pixels as a 16-bit PIL image), f255 (as a float array in 0..255), fneg (a float
     array in -1..1), badextra (an ``extra`` JSON cannot hold), exit (calls sys.exit(0)),
-    pidhang (writes its pid to ``pid_file``, then hangs).
+    pidhang (writes its pid to ``pid_file``, then hangs), die (ends its process at once).
     """
 
     class Config(EditorConfig):
@@ -43,6 +43,8 @@ class FaultyEditor(Editor):
                 time.sleep(self.config.hang_seconds)
             if kind == "exit":
                 sys.exit(0)
+            if kind == "die":
+                os._exit(7)  # as a segfault or the out-of-memory killer would end the process
             if kind == "pidhang":
                 with open(self.config.pid_file, "a") as f:
                     f.write(f"{os.getpid()}\n")
