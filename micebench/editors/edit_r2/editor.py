@@ -150,6 +150,17 @@ class EditR2Editor(Editor):
             self._engine.vae_resize = (1024, c.context_min_side, 16)
         return self._engine
 
+    @classmethod
+    def requirements(cls) -> dict[str, Any]:
+        default = EditR2Config().weights
+        return {"packages": ["torch", "safetensors"], "extra": "models", "gpu": "required (about 30 GB in bfloat16)",
+                "weights": f"-M weights=DIR (BAGEL-7B-MoT; default {default}, from the HF cache)"}  # fmt: skip
+
+    def preflight(self) -> None:
+        """Load the model before any work (the run then uses this instance), so a missing checkpoint or
+        extra stops the run at once instead of becoming an error row for every turn."""
+        _ = self.engine
+
     def close(self) -> None:
         self._sessions.clear()
         if self._engine is None:
