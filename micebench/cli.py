@@ -158,6 +158,8 @@ def run(suite_spec, suite_opts, models, model_opts, model_config, judges, judge_
     from micebench.suites.resolve import load_suite
 
     command_line = " ".join(shlex.quote(a) for a in ["micebench", *sys.argv[1:]])
+    if resume_dir and dry_run:
+        fail("--dry-run checks a new run; `micebench run --resume` checks what is left before it starts")
     if resume_dir:
         try:
             result = resume_run(resume_dir, progress=not quiet, command_line=command_line)

@@ -146,6 +146,11 @@ class RunLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
+            if e.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):  # a file system without locks
+                sys.stderr.write(f"warning: {self.root}: the file system cannot lock ({e.strerror}); "
+                                 "make sure no other process writes this run directory\n")
+                self._fd = fd
+                return
             holder = _read_holder(fd)
             os.close(fd)
             if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):

@@ -56,7 +56,9 @@ def test_cached_detector_runs_each_question_once(gdino_dir):
 
 
 def test_bad_model_path_is_a_clear_error(tmp_path):
-    with pytest.raises(OSError, match="cannot load GroundingDINO"):
+    from micebench.errors import SetupError
+
+    with pytest.raises(SetupError, match="GroundingDINO detector: .*missing' is not an existing folder"):
         GroundingDinoDetector(str(tmp_path / "missing"), "cpu")
 
 
