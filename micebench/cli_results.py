@@ -184,11 +184,9 @@ def gate(run_dir: Path, baseline: Path, editor: str | None, config_hash: str | N
 @_results_errors
 def report(run_dirs: tuple[Path, ...], output: Path, embed: bool, threshold: float, max_sessions: int | None) -> None:
     """Write a static HTML report of one or more runs (two or more runs are shown side by side)."""
-    from micebench import report as rep
-    from micebench import tables
+    from micebench.results import report as rep
 
-    runs = [tables.load_run(d) for d in run_dirs]
-    rep.write_report(runs, output, embed=embed, threshold=threshold, max_sessions=max_sessions)
+    rep.write_report(list(run_dirs), output, embed=embed, threshold=threshold, max_sessions=max_sessions)
     click.echo(f"wrote {output}")
 
 

@@ -155,3 +155,14 @@ def make_run(
     }
     (run / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return run
+
+
+FIVE_EDITORS = ("synth-context", "synth-lastturn", "synth-drift", "identity", "oracle")
+
+
+def five_runs(root: Path, n_sessions: int = 12) -> list[Path]:
+    """Five runs of one suite by five editors (IF from strong to weak), for side-by-side report tests."""
+    return [
+        make_run(root, f"run-{i}", editor=e, n_sessions=n_sessions, scores=default_scores(0.9 - 0.15 * i), seed=i)
+        for i, e in enumerate(FIVE_EDITORS)
+    ]
