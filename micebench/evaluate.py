@@ -21,10 +21,10 @@ from typing import Any
 import micebench
 from micebench.editors.base import create_editor
 from micebench.judges.base import Judge, create_judge
+from micebench.results.turn_table import export_turn_table
 from micebench.runner import EditSummary, Runner, RunSettings
 from micebench.store import RunStore, RunStoreError
 from micebench.suites.base import SuiteData
-from micebench.table import export_turn_table
 
 
 @dataclass
