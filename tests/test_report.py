@@ -3,7 +3,6 @@ images. Layout in a real browser is tested in test_report_browser.py."""
 
 from __future__ import annotations
 
-import json
 import re
 import xml.etree.ElementTree as ET
 from fnmatch import fnmatch
@@ -15,10 +14,10 @@ import pytest
 from click.testing import CliRunner
 from results_fixtures import JUDGES, default_scores, five_runs, make_run
 
-from micebench import tables
-from micebench.cli_results import report as report_cmd
 from micebench.results import report, report_plots
-from micebench.results.report_runs import metric_info
+from micebench.results.cli import report as report_cmd
+from micebench.results.report_runs import read_run
+from micebench.results.run import ResultsError, open_run
 
 EVIL = '<script>alert("x")</script>'
 SVG = "{http://www.w3.org/2000/svg}"
@@ -134,6 +133,11 @@ def test_psnr_at_its_cap_gets_a_strip_instead_of_stretching_the_axis():
     assert plot["plot"]["y"] <= plot["series"][1]["points"][0]["y"] <= plot["plot"]["y"] + plot["plot"]["h"]
 
 
+def test_a_cap_close_to_the_data_stays_on_the_axis():
+    axis = report_plots.value_axis([0.8, 0.85, 1.0], value_range=(-1, 1), cap=1.0)  # SSIM of an identity editor
+    assert axis.cap is None and axis.hi == 1.0 and axis.lo >= 0.7
+
+
 def test_psnr_without_capped_values_and_small_errors_get_nice_data_axes():
     axis = report_plots.value_axis([27.4, 31.2, 24.9], value_range=(0, 100), cap=100.0)
     assert axis.cap is None and axis.lo >= 20 and axis.hi <= 35
@@ -183,11 +187,12 @@ def test_declared_metric_specs_decide_role_and_direction_not_the_name(tmp_path):
     judge = {"name": "judge", "key": "judge-1", "version": "1", "metrics": ["drift"], "config": {},
              "metric_specs": [spec]}
     run = make_run(tmp_path, "a", n_sessions=2, scores=scores, judges=[judge])
-    manifest = json.loads((run / "manifest.json").read_text())
-    info = metric_info("judge_drift", manifest)
+    info = read_run(run).metrics["judge_drift"]
     assert (info.role, info.higher_is_better, info.declared) == ("ga", False, True)
-    guessed = metric_info("judge_drift", {"judges": [{**judge, "metric_specs": []}]})
-    assert (guessed.role, guessed.declared) == ("other", False)
+    old = make_run(tmp_path, "old", n_sessions=2, scores=scores, judges=[{k: v for k, v in judge.items()
+                                                                           if k != "metric_specs"}])
+    guessed = read_run(old).metrics["judge_drift"]  # an old manifest of an unknown judge: guessed from the name
+    assert (guessed.role, guessed.higher_is_better, guessed.declared) == ("other", True, False)
     html = report.build_html([run], tmp_path)
     classes = dict(re.findall(r'<section class="([^"]*)" id="session-(s\d+)"', html)[::1])
     assert {v: k for k, v in classes.items()} == {"s000": "session has-fail", "s001": "session"}
@@ -234,7 +239,7 @@ def test_images_are_relative_to_the_page_and_exist(page):
 
 
 def test_embedded_thumbnails_make_a_self_contained_page(tmp_path):
-    runs = [tables.load_run(p) for p in two_runs(tmp_path)]
+    runs = [open_run(p) for p in two_runs(tmp_path)]
     out = report.write_report(runs, tmp_path / "r.html", embed=True, max_sessions=2)
     html = out.read_text()
     srcs = re.findall(r'<img class="img" src="([^"]+)"', html)
@@ -259,7 +264,7 @@ def test_big_reports_load_grid_images_lazily(tmp_path):
 
 
 def test_no_runs_is_a_clear_error(tmp_path):
-    with pytest.raises(tables.ResultsError, match="no runs"):
+    with pytest.raises(ResultsError, match="no runs"):
         report.build_html([], tmp_path)
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import pandas as pd
 
-from micebench import tables
+from micebench.results import aggregate
 from micebench.results import report_plots as plots
 from micebench.results.report_runs import (
     ROLE_NAMES,
@@ -38,6 +38,7 @@ from micebench.results.report_runs import (
     run_facts,
 )
 from micebench.results.report_sessions import Images, fmt, session_grids
+from micebench.results.run import ResultsError
 
 LAZY_ABOVE_TURNS = 300
 TEMPLATE = "report.html.j2"
@@ -118,9 +119,10 @@ def _success(runs: list[ReportRun], metrics: list[MetricInfo], threshold: float,
             continue
         parts = []
         for r in runs:
-            table = (tables.cumulative_success(r.turns, [m.column], threshold, **kw) if m.column in r.metrics
-                     else pd.DataFrame(columns=["turn", "success", "ci_low", "ci_high", "coverage"]))
-            parts.append(table)
+            if m.column in r.metrics:
+                parts.append(aggregate.cumulative_success(r.turns, [m.column], threshold, specs=r.specs, **kw))
+            else:
+                parts.append(pd.DataFrame(columns=["turn", "success", "ci_low", "ci_high", "coverage"]))
         comparison = "≥" if m.higher_is_better else "≤"
         plot = _plot(m, _curve(runs, parts, "success", "success"),
                      f"sessions passing every turn so far: {m.column} {comparison} {threshold:g}", unit=True)
@@ -135,7 +137,7 @@ def _success(runs: list[ReportRun], metrics: list[MetricInfo], threshold: float,
 
 
 def _by_task(runs: list[ReportRun], metrics: list[MetricInfo], kw: dict) -> list[dict[str, Any]]:
-    long = [tables.by_task_type(r.turns, [m.column for m in metrics if m.column in r.metrics], **kw) for r in runs]
+    long = [aggregate.by_task_type(r.turns, [m.column for m in metrics if m.column in r.metrics], **kw) for r in runs]
     out = []
     for m in metrics:
         parts = [t[t["metric"] == m.column].set_index("task_type") for t in long]
@@ -161,17 +163,17 @@ def _legend(runs: list[ReportRun]) -> list[dict[str, Any]]:
 
 def build_html(runs: list[Any], out_dir: Path, *, embed: bool = False, threshold: float = 0.5,
                max_sessions: int | None = None, n_boot: int = 500, seed: int = 0) -> str:
-    """The report page as a string. ``runs``: run directories or loaded runs; ``out_dir``: where the page
-    will live (image paths are relative to it)."""
+    """The report page as a string. ``runs``: run directories or :class:`~micebench.results.run.Run` objects;
+    ``out_dir``: where the page will live (image paths are relative to it)."""
     if not runs:
-        raise tables.ResultsError("report: no runs given")
+        raise ResultsError("report: no runs given")
     runs = [r if isinstance(r, ReportRun) else read_run(r) for r in runs]
     label_runs(runs)
     metrics = ordered_metrics(runs)
     per_run = [[m for m in metrics if m.column in r.metrics] for r in runs]
     kw = {"n_boot": n_boot, "seed": seed}
-    overall = [tables.overall(r.turns, [m.column for m in ms], **kw) for r, ms in zip(runs, per_run, strict=True)]
-    per_turn = [tables.by_turn(r.turns, [m.column for m in ms], **kw) for r, ms in zip(runs, per_run, strict=True)]
+    overall = [aggregate.overall(r.turns, [m.column for m in ms], **kw) for r, ms in zip(runs, per_run, strict=True)]
+    per_turn = [aggregate.by_turn(r.turns, [m.column for m in ms], **kw) for r, ms in zip(runs, per_run, strict=True)]
     curves = []
     for m in metrics:
         series = _curve(runs, [pt[pt["metric"] == m.column] for pt in per_turn], "mean", m.column)

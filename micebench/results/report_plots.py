@@ -9,8 +9,9 @@ unescaped. Promises:
 * a score in [0, 1] that measures a MICE axis (IF, CC, GA) is drawn on a fixed 0..1 axis; other
   metrics get a "nice" axis around their data, clipped to the metric's declared range;
 * a metric with a finite cap that the data reaches (PSNR of identical images is reported as the cap,
-  e.g. 100 dB) does not stretch the axis: means at the cap are drawn in a separate strip above a
-  break, labelled with the cap, and the axis covers the uncapped values.
+  e.g. 100 dB) does not stretch the axis when the other values sit far below it (under 60% of the
+  cap): means at the cap are drawn in a separate strip above a break, labelled with the cap, and the
+  axis covers the uncapped values.
 """
 
 from __future__ import annotations
@@ -104,9 +105,11 @@ def value_axis(values: Sequence[float], *, role: str = "other", value_range: tup
     if role in UNIT_ROLES and (r_lo is None or r_lo >= 0) and (r_hi is None or r_hi <= 1) and all(
             0 <= v <= 1 for v in vals):
         return Axis(0.0, 1.0, tuple((t, f"{t:.1f}") for t in (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)))
-    capped = cap is not None and any(v >= cap - 1e-9 for v in vals) and any(v < cap - 1e-9 for v in vals)
+    below = [v for v in vals if cap is None or v < cap - 1e-9]
+    # a strip only pays when the cap is far above the rest (PSNR 100 dB vs 20-35 dB), not for SSIM 1.0 vs 0.85
+    capped = cap is not None and cap > 0 and len(below) < len(vals) and bool(below) and max(below) < 0.6 * cap
     if capped:
-        vals = [v for v in vals if v < cap - 1e-9]
+        vals = below
     if not vals:
         vals = [0.0, 1.0]
     lo, hi = min(vals), max(vals)

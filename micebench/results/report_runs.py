@@ -10,36 +10,54 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+from micebench.spec import MetricSpec, as_metric_spec
 
-from micebench import tables
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from micebench.results.run import JudgeInfo, Run
 
 ROLES = ("if", "cc", "ga", "other")
 ROLE_NAMES = {"if": "instruction following", "cc": "content consistency", "ga": "global awareness", "other": "other"}
+UNIT_ROLES = ("if", "cc", "ga")
 
 
 @dataclass(frozen=True)
 class MetricInfo:
-    """What a metric column means: its role, direction, declared range, and the cap its judge reports at."""
+    """What a metric column means (its spec, renamed to the column), and the cap its judge reports at."""
 
-    column: str
-    role: str = "other"
-    higher_is_better: bool = True
-    range: tuple[float | None, float | None] = (None, None)
-    description: str = ""
+    spec: MetricSpec
     cap: float | None = None
-    declared: bool = False  # from the judge's own spec, not guessed from the column name
+    declared: bool = False  # the judge's own spec, not guessed from the column name of an old run
+
+    @property
+    def column(self) -> str:
+        return self.spec.name
+
+    @property
+    def role(self) -> str:
+        return self.spec.role
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.spec.higher_is_better
+
+    @property
+    def range(self) -> tuple[float | None, float | None]:
+        return self.spec.range
+
+    @property
+    def description(self) -> str:
+        return self.spec.description
 
 
 @dataclass
 class ReportRun:
     """One run as the report sees it. ``label`` is set by :func:`label_runs` once all runs are known."""
 
-    path: Path
-    manifest: dict[str, Any]
+    run: Run
     turns: pd.DataFrame
     metrics: dict[str, MetricInfo]
     label: str = ""
@@ -47,47 +65,72 @@ class ReportRun:
 
     @property
     def editor(self) -> str:
-        return str((self.manifest.get("editor") or {}).get("name") or "?")
+        return self.run.editor
 
     @property
     def run_id(self) -> str:
-        return str(self.manifest.get("run_id") or self.path.name)
+        return self.run.run_id
+
+    @property
+    def judges(self) -> list[JudgeInfo]:
+        return self.run.manifest.current_judges()
+
+    @property
+    def specs(self) -> dict[str, MetricSpec]:
+        return {c: m.spec for c, m in self.metrics.items()}
 
 
 def read_run(source: Any) -> ReportRun:
-    """A run for the report from a run directory path or an already loaded run (``tables.RunData``)."""
-    data = source if isinstance(source, tables.RunData) else tables.load_run(source)
-    manifest = json.loads(json.dumps(data.manifest))  # a private copy: the report never changes a run
-    columns = tables.metric_columns(data.turns)
-    return ReportRun(data.path, manifest, data.turns, {c: metric_info(c, manifest) for c in columns})
+    """A run for the report from a run directory or a :class:`~micebench.results.run.Run`."""
+    from micebench.results.run import metric_column, open_run
+
+    run = open_run(source)
+    recorded = {}  # column -> judge, for judges whose manifest entry records their metric specs
+    for j in run.manifest.current_judges():
+        if j.metric_specs is not None:
+            recorded.update({metric_column(j.name, s.name): j for s in j.metric_specs})
+    metrics = {}
+    for col, spec in run.metric_specs().items():
+        if col in recorded:
+            metrics[col] = MetricInfo(spec, _cap(spec), declared=True)
+        elif spec != as_metric_spec(col):  # an old manifest: the spec its judge's class declares today
+            guessed_cap = _guess(col, run).cap
+            metrics[col] = MetricInfo(spec, guessed_cap if guessed_cap and _cap(spec) else _cap(spec), declared=True)
+        else:  # neither the manifest nor the judge's class says what the metric means
+            metrics[col] = _guess(col, run)
+    return ReportRun(run, run.turns(), metrics)
 
 
-def metric_info(column: str, manifest: dict[str, Any]) -> MetricInfo:
-    """The meaning of ``column`` from the judge's specs in ``manifest``; guessed from its name for old runs."""
-    for judge in manifest.get("judges") or []:
-        prefix = f"{judge.get('name')}_"
-        for spec in judge.get("metric_specs") or []:
-            if isinstance(spec, dict) and column in (f"{prefix}{spec.get('name')}", spec.get("name")):
-                lo, hi = (list(spec.get("range") or (None, None)) + [None, None])[:2]
-                cap = hi if "psnr" in column.lower() and hi is not None else None
-                return MetricInfo(column, spec.get("role", "other"), bool(spec.get("higher_is_better", True)),
-                                  (lo, hi), str(spec.get("description", "")), cap, declared=True)
-    return _guess(column, manifest)
+def _cap(spec: MetricSpec) -> float | None:
+    """A higher-is-better metric's finite upper bound, where a judge reports a value it cannot exceed (PSNR of
+    identical images); a 0..1 IF / CC / GA score has none (its plot spans the whole range anyway)."""
+    lo, hi = spec.range
+    if hi is None or not spec.higher_is_better:
+        return None
+    if spec.role in UNIT_ROLES and (lo is None or lo >= 0) and hi <= 1:
+        return None
+    return float(hi)
 
 
-def _guess(column: str, manifest: dict[str, Any]) -> MetricInfo:
-    """For manifests written before judges declared their metrics: role from the suffix, direction from
-    the name, and PSNR's cap from the judge's ``psnr_cap`` (100 dB by default)."""
+def _guess(column: str, run: Run) -> MetricInfo:
+    """For old runs whose judges declared nothing: role from the suffix, direction from the name, and a PSNR's
+    cap from the judge's ``psnr_cap`` setting (100 dB by default)."""
+    from micebench.results.run import metric_column
+
     suffix = column.rsplit("_", 1)[-1]
-    role = suffix if suffix in ("if", "cc", "ga") else "other"
+    role = suffix if suffix in UNIT_ROLES else "other"
+    name = column.lower()
+    lower = any(m in name for m in ("lpips", "mse", "mae", "rmse", "_l1", "_l2", "dist", "error", "loss", "fid"))
     cap = None
-    if "psnr" in column.lower():
+    if "psnr" in name:
         cap = 100.0
-        for judge in manifest.get("judges") or []:
-            if column.startswith(f"{judge.get('name')}_"):
-                cap = float((judge.get("config") or {}).get("psnr_cap", cap))
+        for j in run.manifest.current_judges():
+            if column.startswith(metric_column(j.name, "")):
+                cap = float(j.config.get("psnr_cap", cap))
     rng = (0.0, 1.0) if role != "other" else (0.0, cap) if cap else (None, None)
-    return MetricInfo(column, role, tables.higher_is_better(column), rng, "", cap)
+    spec = MetricSpec(name=column, role=role, higher_is_better=not lower, range=rng,
+                      description="meaning guessed from the name (the run's judge declared none)")
+    return MetricInfo(spec, cap, declared=False)
 
 
 def label_runs(runs: list[ReportRun]) -> None:
@@ -98,8 +141,8 @@ def label_runs(runs: list[ReportRun]) -> None:
             r.label = r.editor
             continue
         same = [o for o in runs if o.editor == r.editor]
-        cfgs = {str((o.manifest.get("editor") or {}).get("config_hash")) for o in same}
-        cfg = str((r.manifest.get("editor") or {}).get("config_hash") or "")
+        cfgs = {o.run.manifest.editor.config_hash for o in same}
+        cfg = r.run.manifest.editor.config_hash
         r.label = f"{r.editor} ({cfg[:8]})" if len(cfgs) == len(same) and cfg else f"{r.editor} ({r.run_id})"
 
 
@@ -112,50 +155,42 @@ def ordered_metrics(runs: list[ReportRun]) -> list[MetricInfo]:
     return sorted(seen.values(), key=lambda m: ROLES.index(m.role) if m.role in ROLES else len(ROLES))
 
 
-def _suite_key(m: dict[str, Any]) -> tuple:
-    s = m.get("suite") or {}
-    return (s.get("name"), str(s.get("version")), json.dumps(s.get("options") or {}, sort_keys=True))
+def _suite_desc(r: ReportRun) -> str:
+    s = r.run.manifest.suite
+    return f"{s.name}@{s.version}" + (f" {json.dumps(s.options, sort_keys=True)}" if s.options else "")
 
 
-def _judge_desc(j: dict[str, Any]) -> str:
-    bits = [f"{j.get('name')}@{j.get('version', '')}"]
-    if j.get("protocol"):
-        bits.append(f"protocol {j['protocol']}")
-    if j.get("random_weights"):
-        bits.append("RANDOM WEIGHTS")
-    return " ".join(bits)
+def _judge_desc(j: JudgeInfo) -> str:
+    return f"{j.name}@{j.version}" + (f" protocol {j.protocol}" if j.protocol != "strict" else "") + (
+        " RANDOM WEIGHTS" if j.random_weights else "")
 
 
-def _judge_key(j: dict[str, Any]) -> tuple:
-    return (j.get("name"), str(j.get("version")), json.dumps(j.get("config") or {}, sort_keys=True),
-            j.get("prompt_hash") or "", j.get("protocol") or "", bool(j.get("random_weights")))
+def _judge_key(j: JudgeInfo) -> tuple:
+    return (j.version, json.dumps(j.config, sort_keys=True), j.prompt_hash, j.protocol, j.random_weights)
 
 
 def comparability_warnings(runs: list[ReportRun]) -> list[str]:
     """Why the runs on the page should not be read as one comparison (empty when they can)."""
     out: list[str] = []
     if len(runs) > 1:
-        suites = {_suite_key(r.manifest) for r in runs}
+        suites = {_suite_desc(r) for r in runs}
         if len(suites) > 1:
-            desc = "; ".join(f"{r.label}: {_suite_desc(r.manifest)}" for r in runs)
+            desc = "; ".join(f"{r.label}: {_suite_desc(r)}" for r in runs)
             out.append(f"The runs evaluate different suites or suite options ({desc}). Their numbers are not "
                        "comparable.")
-        digests = {(r.manifest.get("suite") or {}).get("digest") for r in runs}
-        if len(suites) == 1 and len(digests) > 1:
+        elif len({r.run.manifest.suite.digest for r in runs}) > 1:
             out.append("The runs' suites have the same name and version but different contents (suite digest "
                        "differs): sessions may have changed.")
-        by_name: dict[str, set[tuple]] = {}
-        for r in runs:
-            for j in r.manifest.get("judges") or []:
-                by_name.setdefault(str(j.get("name")), set()).add(_judge_key(j))
-        for name, keys in sorted(by_name.items()):
-            users = [r.label for r in runs if any(str(j.get("name")) == name for j in r.manifest.get("judges") or [])]
-            if len(keys) > 1:
+        names = sorted({j.name for r in runs for j in r.judges})
+        for name in names:
+            users = [(r, j) for r in runs for j in r.judges if j.name == name]
+            if len({_judge_key(j) for _, j in users}) > 1:
+                desc = "; ".join(f"{r.label}: {_judge_desc(j)} config {json.dumps(j.config, sort_keys=True)}"
+                                 for r, j in users)
                 out.append(f"Judge {name!r} ran with different versions, configurations, prompts or protocols "
-                           f"across runs ({', '.join(_judges_of(r, name) for r in runs if r.label in users)}): "
-                           "its scores are not comparable.")
+                           f"across runs ({desc}): its scores are not comparable.")
             elif len(users) < len(runs):
-                out.append(f"Judge {name!r} scored only some runs ({', '.join(users)}).")
+                out.append(f"Judge {name!r} scored only some runs ({', '.join(r.label for r, _ in users)}).")
         sessions = [set(r.turns["session_id"].astype(str)) for r in runs]
         common = set.intersection(*sessions)
         if any(s != common for s in sessions):
@@ -163,38 +198,25 @@ def comparability_warnings(runs: list[ReportRun]) -> list[str]:
             out.append(f"The runs cover different sessions ({counts}; {len(common)} in common): means are over "
                        "different sessions.")
     for r in runs:
-        for j in r.manifest.get("judges") or []:
-            if j.get("random_weights"):
-                out.append(f"{r.label}: judge {j.get('name')!r} ran with random weights (a test setting); its "
-                           "scores mean nothing.")
+        for j in r.judges:
+            if j.random_weights:
+                out.append(f"{r.label}: judge {j.name!r} ran with random weights (a test setting); its scores "
+                           "mean nothing.")
     return out
-
-
-def _suite_desc(m: dict[str, Any]) -> str:
-    s = m.get("suite") or {}
-    opts = s.get("options") or {}
-    return f"{s.get('name')}@{s.get('version')}" + (f" {json.dumps(opts, sort_keys=True)}" if opts else "")
-
-
-def _judges_of(r: ReportRun, name: str) -> str:
-    js = [j for j in r.manifest.get("judges") or [] if str(j.get("name")) == name]
-    return f"{r.label}: " + ", ".join(f"{_judge_desc(j)} config {json.dumps(j.get('config') or {}, sort_keys=True)}"
-                                      for j in js)
 
 
 def run_facts(r: ReportRun) -> dict[str, Any]:
     """One row of the runs table."""
-    m, df = r.manifest, r.turns
-    suite, editor = m.get("suite") or {}, m.get("editor") or {}
+    m, df = r.run.manifest, r.turns
     return {
         "label": r.label,
         "editor": r.editor,
-        "config_hash": editor.get("config_hash") or "",
+        "config_hash": m.editor.config_hash,
         "run_id": r.run_id,
-        "suite": f"{suite.get('name')}@{suite.get('version')}",
-        "judges": ", ".join(_judge_desc(j) for j in m.get("judges") or []),
-        "created": str(m.get("created") or "")[:16].replace("T", " "),
-        "finished": bool(m.get("finished")),
+        "suite": f"{m.suite.name}@{m.suite.version}",
+        "judges": ", ".join(_judge_desc(j) for j in r.judges),
+        "created": str(m.created or "")[:16].replace("T", " "),
+        "finished": bool(m.finished),
         "sessions": int(df["session_id"].nunique()),
         "turns": len(df),
         "errors": int((df["status"] != "ok").sum()),

@@ -34,7 +34,7 @@ class Images:
     def src(self, run: ReportRun, digest: Any) -> str | None:
         if not isinstance(digest, str) or not digest:
             return None
-        path = (run.path / "images" / f"{digest}.png").resolve()
+        path = run.run.image_path(digest).resolve()
         if not path.is_file():
             return None
         if self.embed:
