@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 from results_fixtures import JUDGES, default_scores, five_runs, make_run
 
-from micebench.results import report, report_plots
+from micebench.results import report, report_plots, report_sessions
 from micebench.results.cli import report as report_cmd
 from micebench.results.report_runs import read_run
 from micebench.results.run import ResultsError, open_run
@@ -285,3 +285,29 @@ def test_marker_shapes_are_closed_paths_inside_their_box():
         assert np.all(np.abs(nums - 50) <= 7)
     with pytest.raises(ValueError, match="unknown marker"):
         report_plots.marker_path("blob", 0, 0)
+
+
+def test_an_error_declared_as_cc_gets_a_data_axis_not_zero_to_one():
+    axis = report_plots.value_axis([0.031, 0.062, 0.09], role="cc", value_range=(0, 1), higher_is_better=False)
+    assert axis.lo == 0.0 and 0.09 <= axis.hi <= 0.1
+
+
+def test_each_metric_gets_decimals_for_its_magnitude():
+    assert report_sessions.digits_for([26.04, 100.0]) == 1  # PSNR in dB
+    assert report_sessions.digits_for([0.694, 0.139]) == 3  # a 0..1 score
+    assert report_sessions.digits_for([0.00454, 0.0]) == 5  # a small L2: 0.00454, not 0.005
+    assert report_sessions.digits_for([float("nan")]) == 3
+
+
+def test_cells_show_one_if_cc_and_ga_metric_and_fold_the_rest(tmp_path):
+    runs = five_runs(tmp_path, n_sessions=2)[:2]
+    html = report.build_html(runs, tmp_path)
+    cell = re.search(r'<div class="cell[ "].*?</details>', html, flags=re.S).group(0)
+    under_image = re.findall(r'<span class="nm">([^<]+)</span>', cell)
+    assert under_image == ["scene_if", "scene_cc", "scene_ga"]
+    folded = cell.split("<details")[1]
+    assert "pixel_psnr_src" in folded and "pixel_ssim_prev" in folded
+    assert "Under each image: scene_if · scene_cc · scene_ga" in html
+    summary = html.split('id="summary"')[1].split("</table>")[0]
+    small = [m for m in re.findall(r'<span class="mean">([\d.]+)</span>', summary) if 0 < float(m) < 0.01]
+    assert small and all(len(m.replace(".", "").lstrip("0")) == 3 for m in small)  # 0.00454, not 0.005

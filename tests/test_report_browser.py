@@ -84,7 +84,7 @@ def _root_attrs(dom: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def five(tmp_path_factory) -> Path:
-    """A five-run side-by-side report (12 sessions x 3 turns each)."""
+    """A five-run side-by-side report (12 sessions x 3 turns each; scene and pixel judges: 11 metrics)."""
     root = tmp_path_factory.mktemp("five")
     return report.write_report(five_runs(root), root / "site" / "report.html")
 
@@ -117,7 +117,7 @@ def test_five_runs_fit_side_by_side_without_horizontal_overflow(five, tmp_path, 
             assert 0 <= b["l"] and b["r"] <= width, (kind, b)  # inside the window
     assert len(lay["boxes"]["head"]) == 5 and len({b["t"] for b in lay["boxes"]["head"]}) <= 2
     plots = lay["boxes"]["plot"]
-    assert len(plots) == 4 and min(b["w"] for b in plots) >= 360  # large enough to read
+    assert len(plots) == 12 and min(b["w"] for b in plots) >= 360  # 11 metrics + success, each large enough to read
     assert len({b["t"] for b in plots[:3]}) == 1  # the three metric plots share a row
     # the session grid: runs are rows, turns columns; the same turn of all five runs is in one column
     cols = lay["cols"]
@@ -164,7 +164,7 @@ def test_five_run_report_prints_compactly(five, tmp_path):
     res = _browse(tmp_path, five.resolve().as_uri(), f"--print-to-pdf={pdf}", "--no-pdf-header-footer")
     assert res.returncode == 0 and pdf.is_file(), res.stderr[-2000:]
     pages = _pdf_pages(pdf)
-    assert 2 <= pages <= 8, pages  # 31 pages before the print stylesheet (12 sessions); 5 with it
+    assert 2 <= pages <= 8, pages  # 31 pages before the print stylesheet (12 sessions); 6 with it
     if shutil.which("pdftoppm"):  # a page of session grids holds two grids side by side, both drawn
         subprocess.run(["pdftoppm", "-r", "40", "-png", "-f", str(pages), "-l", str(pages), str(pdf),
                         str(tmp_path / "last")], check=True)

@@ -37,19 +37,21 @@ from micebench.results.report_runs import (
     read_run,
     run_facts,
 )
-from micebench.results.report_sessions import Images, fmt, session_grids
+from micebench.results.report_sessions import CellView, Images, cell_metrics, digits_for, fmt, session_grids
 from micebench.results.run import ResultsError
 
 LAZY_ABOVE_TURNS = 300
 TEMPLATE = "report.html.j2"
 
 
-def _stat(row: pd.Series | None) -> dict[str, Any]:
+def _stat(row: pd.Series | None, digits: int = 3) -> dict[str, Any]:
+    """A table cell: the mean with ``digits`` decimals, its CI with one fewer, coverage when below 100%."""
     if row is None:
         return {"mean": "-", "ci": "", "cov": "", "low_cov": False, "value": math.nan}
-    ci = "" if not math.isfinite(row["ci_low"]) else f"[{fmt(row['ci_low'], 2)}, {fmt(row['ci_high'], 2)}]"
+    d = max(digits - 1, 1)
+    ci = "" if not math.isfinite(row["ci_low"]) else f"[{fmt(row['ci_low'], d)}, {fmt(row['ci_high'], d)}]"
     cov = float(row["coverage"])
-    return {"mean": fmt(row["mean"]), "ci": ci, "cov": f"{cov:.0%}" if math.isfinite(cov) else "",
+    return {"mean": fmt(row["mean"], digits), "ci": ci, "cov": f"{cov:.0%}" if math.isfinite(cov) else "",
             "low_cov": math.isfinite(cov) and cov < 0.999, "value": float(row["mean"])}
 
 
@@ -68,11 +70,12 @@ def _metric_head(m: MetricInfo) -> dict[str, Any]:
             else "lower is better", "description": m.description, "declared": m.declared}
 
 
-def _summary(runs: list[ReportRun], metrics: list[MetricInfo], overall: list[pd.DataFrame]) -> dict[str, Any]:
+def _summary(runs: list[ReportRun], metrics: list[MetricInfo], overall: list[pd.DataFrame],
+             digits: dict[str, int]) -> dict[str, Any]:
     cells = []
     for table in overall:
         by = table.set_index("metric")
-        cells.append([_stat(by.loc[m.column] if m.column in by.index else None) for m in metrics])
+        cells.append([_stat(by.loc[m.column] if m.column in by.index else None, digits[m.column]) for m in metrics])
     for j, m in enumerate(metrics):
         for i in _best([row[j]["value"] for row in cells], m.higher_is_better):
             cells[i][j]["best"] = True
@@ -87,16 +90,16 @@ def _summary(runs: list[ReportRun], metrics: list[MetricInfo], overall: list[pd.
                                                                                                strict=True))]}
 
 
-def _tip(label: str, what: str, r: pd.Series, value: str) -> str:
-    ci = f" [{fmt(r['ci_low'])}, {fmt(r['ci_high'])}]" if math.isfinite(r["ci_low"]) else ""
-    return f"{label}, turn {int(r['turn'])}: {what} {fmt(r[value])}{ci}, coverage {r['coverage']:.0%}"
+def _tip(label: str, what: str, r: pd.Series, value: str, d: int) -> str:
+    ci = f" [{fmt(r['ci_low'], d)}, {fmt(r['ci_high'], d)}]" if math.isfinite(r["ci_low"]) else ""
+    return f"{label}, turn {int(r['turn'])}: {what} {fmt(r[value], d)}{ci}, coverage {r['coverage']:.0%}"
 
 
-def _curve(runs: list[ReportRun], parts: list[pd.DataFrame], value: str, what: str) -> list[plots.Series]:
+def _curve(runs: list[ReportRun], parts: list[pd.DataFrame], value: str, what: str, d: int) -> list[plots.Series]:
     series = []
     for i, (run, part) in enumerate(zip(runs, parts, strict=True)):
         pts = tuple(plots.Point(int(r["turn"]), float(r[value]), float(r["ci_low"]), float(r["ci_high"]),
-                                _tip(run.label, what, r, value)) for _, r in part.sort_values("turn").iterrows())
+                                _tip(run.label, what, r, value, d)) for _, r in part.sort_values("turn").iterrows())
         series.append(plots.Series(run.label, plots.run_style(i), pts))
     return series
 
@@ -108,7 +111,7 @@ def _plot(m: MetricInfo, series: list[plots.Series], title: str, unit: bool = Fa
     if not turns:
         return {**head, "title": title, "empty": True}
     axis = plots.value_axis(values, role="if" if unit else m.role, value_range=(0, 1) if unit else m.range,
-                            cap=None if unit else m.cap)
+                            cap=None if unit else m.cap, higher_is_better=unit or m.higher_is_better)
     return {**head, "title": title, "empty": False, "svg": plots.turn_plot(series, axis, turns), "cap": axis.cap}
 
 
@@ -124,7 +127,7 @@ def _success(runs: list[ReportRun], metrics: list[MetricInfo], threshold: float,
             else:
                 parts.append(pd.DataFrame(columns=["turn", "success", "ci_low", "ci_high", "coverage"]))
         comparison = "≥" if m.higher_is_better else "≤"
-        plot = _plot(m, _curve(runs, parts, "success", "success"),
+        plot = _plot(m, _curve(runs, parts, "success", "success", 3),
                      f"sessions passing every turn so far: {m.column} {comparison} {threshold:g}", unit=True)
         turns = sorted({int(t) for p in parts for t in p["turn"]})
         rows = []
@@ -136,7 +139,7 @@ def _success(runs: list[ReportRun], metrics: list[MetricInfo], threshold: float,
     return out
 
 
-def _by_task(runs: list[ReportRun], metrics: list[MetricInfo], kw: dict) -> list[dict[str, Any]]:
+def _by_task(runs: list[ReportRun], metrics: list[MetricInfo], digits: dict[str, int], kw: dict) -> list[dict]:
     long = [aggregate.by_task_type(r.turns, [m.column for m in metrics if m.column in r.metrics], **kw) for r in runs]
     out = []
     for m in metrics:
@@ -144,7 +147,7 @@ def _by_task(runs: list[ReportRun], metrics: list[MetricInfo], kw: dict) -> list
         tasks = sorted({str(k) for p in parts for k in p.index})
         rows = []
         for task in tasks:
-            cells = [_stat(p.loc[task]) if task in p.index else _stat(None) for p in parts]
+            cells = [_stat(p.loc[task], digits[m.column]) if task in p.index else _stat(None) for p in parts]
             for i in _best([c["value"] for c in cells], m.higher_is_better):
                 cells[i]["best"] = True
             rows.append({"task": task, "cells": cells})
@@ -174,13 +177,17 @@ def build_html(runs: list[Any], out_dir: Path, *, embed: bool = False, threshold
     kw = {"n_boot": n_boot, "seed": seed}
     overall = [aggregate.overall(r.turns, [m.column for m in ms], **kw) for r, ms in zip(runs, per_run, strict=True)]
     per_turn = [aggregate.by_turn(r.turns, [m.column for m in ms], **kw) for r, ms in zip(runs, per_run, strict=True)]
+    # one number format per metric, over all runs: 26.1 dB, 0.806, 0.00412
+    digits = {m.column: digits_for(pd.concat([o.loc[o["metric"] == m.column, "mean"] for o in overall]))
+              for m in metrics}
     curves = []
     for m in metrics:
-        series = _curve(runs, [pt[pt["metric"] == m.column] for pt in per_turn], "mean", m.column)
+        series = _curve(runs, [pt[pt["metric"] == m.column] for pt in per_turn], "mean", m.column, digits[m.column])
         curves.append(_plot(m, series, f"{m.column} by turn"))
     # big reports load grid images lazily (as they scroll into view); small ones load everything at once
     images = Images(out_dir, embed, lazy=sum(len(r.turns) for r in runs) > LAZY_ABOVE_TURNS)
-    grids, n_sessions = session_grids(runs, per_run, images, threshold, max_sessions)
+    shown = cell_metrics(metrics)
+    grids, n_sessions = session_grids(runs, per_run, CellView(shown, digits, threshold, images), max_sessions)
     max_turns = max((len(g["turns"]) for g in grids), default=1)
     context = {
         "title": "micebench report: " + " vs ".join(r.label for r in runs),
@@ -188,10 +195,11 @@ def build_html(runs: list[Any], out_dir: Path, *, embed: bool = False, threshold
         "facts": [run_facts(r) for r in runs],
         "common": _common(runs),
         "warnings": comparability_warnings(runs),
-        "summary": _summary(runs, metrics, overall),
+        "summary": _summary(runs, metrics, overall, digits),
         "curves": curves,
         "success": _success(runs, metrics, threshold, kw),
-        "by_task": _by_task(runs, metrics, kw),
+        "by_task": _by_task(runs, metrics, digits, kw),
+        "cell_metrics": shown,
         "sessions": grids,
         "n_sessions": n_sessions,
         "max_turns": max_turns,

@@ -6,8 +6,9 @@ unescaped. Promises:
 
 * every run has its own colour (colour-blind-safe palette) *and* marker shape, and runs are offset a
   little along the turn axis, so overlapping runs stay distinguishable in colour and in grey print;
-* a score in [0, 1] that measures a MICE axis (IF, CC, GA) is drawn on a fixed 0..1 axis; other
-  metrics get a "nice" axis around their data, clipped to the metric's declared range;
+* a higher-is-better score in [0, 1] that measures a MICE axis (IF, CC, GA) is drawn on a fixed 0..1
+  axis; other metrics get a "nice" axis around their data (from zero when the data are near it),
+  clipped to the metric's declared range;
 * a metric with a finite cap that the data reaches (PSNR of identical images is reported as the cap,
   e.g. 100 dB) does not stretch the axis when the other values sit far below it (under 60% of the
   cap): means at the cap are drawn in a separate strip above a break, labelled with the cap, and the
@@ -94,15 +95,18 @@ class Axis:
 
 
 def value_axis(values: Sequence[float], *, role: str = "other", value_range: tuple[float | None, float | None] =
-               (None, None), cap: float | None = None) -> Axis:
+               (None, None), cap: float | None = None, higher_is_better: bool = True) -> Axis:
     """The axis for ``values`` (means and CI ends) of a metric with ``role`` and declared ``value_range``.
+
+    A higher-is-better IF / CC / GA score within 0..1 gets the whole 0..1 axis; an error (lower is better,
+    e.g. an L1 distance declared as CC) gets a data axis from zero, where its differences are visible.
 
     ``cap``: a value the judge reports instead of a larger (or infinite) one, e.g. PSNR of identical
     images; when some values sit at the cap and others do not, the cap gets its own strip.
     """
     vals = [float(v) for v in values if v is not None and math.isfinite(v)]
     r_lo, r_hi = value_range
-    if role in UNIT_ROLES and (r_lo is None or r_lo >= 0) and (r_hi is None or r_hi <= 1) and all(
+    if role in UNIT_ROLES and higher_is_better and (r_lo is None or r_lo >= 0) and (r_hi is None or r_hi <= 1) and all(
             0 <= v <= 1 for v in vals):
         return Axis(0.0, 1.0, tuple((t, f"{t:.1f}") for t in (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)))
     below = [v for v in vals if cap is None or v < cap - 1e-9]

@@ -12,6 +12,7 @@ import base64
 import io
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -22,7 +23,6 @@ from micebench.results.report_runs import MetricInfo, ReportRun
 
 THUMB = 192
 FAIL_ROLES = ("if", "ga")
-CELL_ROLES = ("if", "cc", "ga")  # shown in the cell; other metrics are folded with the judges' reasons
 
 
 class Images:
@@ -50,14 +50,24 @@ class Images:
 
 
 def fmt(x: Any, digits: int = 3) -> str:
-    """A number for the page ('-' for missing); large values (PSNR in dB) get fewer decimals."""
+    """A number with ``digits`` decimals ('-' for missing)."""
     try:
         v = float(x)
     except (TypeError, ValueError):
         return "-"
-    if not math.isfinite(v):
-        return "-"
-    return f"{v:.{1 if abs(v) >= 10 else digits}f}"
+    return f"{v:.{digits}f}" if math.isfinite(v) else "-"
+
+
+def digits_for(values: Any) -> int:
+    """Decimals that show a metric's values (one column, all runs) to about three significant digits: 1 for
+    PSNR-like values of 10 and more, 3 for 0..1 scores, more for small errors (an L2 of 0.004 -> 0.00412)."""
+    finite = [abs(float(v)) for v in values if v is not None and math.isfinite(float(v))]
+    top = max(finite, default=0.0)
+    if top >= 10:
+        return 1
+    if top >= 0.1 or top == 0:
+        return 3
+    return min(6, 2 - math.floor(math.log10(top)))
 
 
 def turn_fails(row: pd.Series, info: MetricInfo, threshold: float) -> bool:
@@ -70,19 +80,19 @@ def turn_fails(row: pd.Series, info: MetricInfo, threshold: float) -> bool:
     return bool(v < threshold) if info.higher_is_better else bool(v > threshold)
 
 
-def _cell(run: ReportRun, row: pd.Series, metrics: list[MetricInfo], images: Images, threshold: float,
+def _cell(run: ReportRun, row: pd.Series, metrics: list[MetricInfo], view: CellView,
           show_instruction: bool) -> dict[str, Any]:
     edit_ok = row["status"] == "ok"
     fail, unscored, scores, folded = not edit_ok, False, [], []
-    shown = [m for m in metrics if m.role in CELL_ROLES] or metrics[:4]
+    threshold, images = view.threshold, view.images
     for m in metrics:
         st = str(row.get(f"{m.column}_status"))
         unscored |= st in ("unscored", "not_run")
         bad = turn_fails(row, m, threshold)
         fail |= bad
-        value = fmt(row.get(m.column)) if st == "ok" else st.replace("_", " ")
+        value = fmt(row.get(m.column), view.digits.get(m.column, 3)) if st == "ok" else st.replace("_", " ")
         entry = {"name": m.column, "value": value, "cls": "s-fail" if bad else ("" if st == "ok" else f"s-{st}")}
-        (scores if m in shown else folded).append(entry)
+        (scores if m.column in view.shown else folded).append(entry)
         reason = row.get(f"{m.column}_reason")
         if isinstance(reason, str) and reason:
             folded.append({"name": m.column, "value": "", "reason": reason, "cls": ""})
@@ -107,8 +117,28 @@ def _text(x: Any) -> str:
     return "" if x is None or (isinstance(x, float) and math.isnan(x)) else str(x)
 
 
+@dataclass(frozen=True)
+class CellView:
+    """How a grid cell is drawn: which metrics show under the image (the rest fold away with the judges'
+    reasons), their decimals, what fails, and where images come from."""
+
+    shown: tuple[str, ...]
+    digits: dict[str, int]
+    threshold: float
+    images: Images
+
+
+def cell_metrics(metrics: list[MetricInfo]) -> tuple[str, ...]:
+    """The metrics under each image: the first IF, CC and GA metric (in table order), else the first three."""
+    firsts = {}
+    for m in metrics:
+        if m.role in ("if", "cc", "ga"):
+            firsts.setdefault(m.role, m.column)
+    return tuple(firsts[r] for r in ("if", "cc", "ga") if r in firsts) or tuple(m.column for m in metrics[:3])
+
+
 def session_grid(sid: str, runs: list[ReportRun], groups: list[dict[str, pd.DataFrame]],
-                 metrics: list[list[MetricInfo]], images: Images, threshold: float) -> dict[str, Any]:
+                 metrics: list[list[MetricInfo]], view: CellView) -> dict[str, Any]:
     """The grid of one session (see the module docstring)."""
     present = [(i, g[sid].sort_values("turn")) for i, g in enumerate(groups) if sid in g]
     turns = sorted({int(t) for _, rows in present for t in rows["turn"]})
@@ -126,24 +156,24 @@ def session_grid(sid: str, runs: list[ReportRun], groups: list[dict[str, pd.Data
     for i, run in enumerate(runs):
         rows = groups[i].get(sid)
         row_out: dict[str, Any] = {"index": i, "label": run.label, "cells": {}, "present": rows is not None,
-                                   "source": None if shared_source else images.src(run, sources.get(i))}
+                                   "source": None if shared_source else view.images.src(run, sources.get(i))}
         if rows is not None:
             subset = subset or _text(rows.iloc[0].get("subset"))
             for _, r in rows.sort_values("turn").iterrows():
-                cell = _cell(run, r, metrics[i], images, threshold, not head[int(r["turn"])]["shared"])
+                cell = _cell(run, r, metrics[i], view, not head[int(r["turn"])]["shared"])
                 row_out["cells"][cell["turn"]] = cell
                 any_fail |= cell["fail"]
                 any_unscored |= cell["unscored"]
         rows_out.append(row_out)
-    source = images.src(runs[first[0]], sources[first[0]]) if first and shared_source else None
+    source = view.images.src(runs[first[0]], sources[first[0]]) if first and shared_source else None
     return {"id": sid, "subset": subset, "turns": [head[t] for t in turns], "rows": rows_out,
             "source": source, "shared_source": shared_source, "fail": any_fail, "unscored": any_unscored}
 
 
-def session_grids(runs: list[ReportRun], metrics: list[list[MetricInfo]], images: Images, threshold: float,
+def session_grids(runs: list[ReportRun], metrics: list[list[MetricInfo]], view: CellView,
                   max_sessions: int | None) -> tuple[list[dict[str, Any]], int]:
     """(grids of the shown sessions, number of sessions in all runs together)."""
     groups = [{str(k): g for k, g in r.turns.groupby(r.turns["session_id"].astype(str))} for r in runs]
     ids = sorted(set().union(*groups))
     shown = ids[:max_sessions] if max_sessions is not None else ids
-    return [session_grid(sid, runs, groups, metrics, images, threshold) for sid in shown], len(ids)
+    return [session_grid(sid, runs, groups, metrics, view) for sid in shown], len(ids)
