@@ -274,6 +274,11 @@ class Run:
         """Turns per edit status (ok, error, skipped, pending)."""
         return {str(k): int(v) for k, v in self._table["status"].value_counts().sort_index().items()}
 
+    @property
+    def failed_turns(self) -> int:
+        """Turns that did not end ``ok`` (error, skipped, or still pending)."""
+        return sum(n for status, n in self.status_counts().items() if status != "ok")
+
     def summary(self, **kw: Any) -> pd.DataFrame:
         """Mean, 95% CI and coverage per metric, overall and per turn index (see
         :func:`micebench.results.summary.summarize`, which takes the same keywords)."""
