@@ -84,3 +84,14 @@ def test_import_micebench_exposes_the_api_lazily():
             "f = micebench.run; assert 'micebench.api' in sys.modules and 'torch' not in sys.modules; "
             "assert micebench.open_run.__module__ == 'micebench.results.run'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_evaluate_docstring_example_runs(tmp_path, monkeypatch):
+    import micebench.evaluate as ev
+
+    code = "\n".join(line[4:] for line in ev.__doc__.splitlines() if line.startswith("    "))
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(code, scope)
+    assert scope["result"].run_dir.parent == __import__("pathlib").Path("runs")
+    assert scope["result"].failed_turns == 0 and (tmp_path / scope["result"].run_dir / "turns.parquet").is_file()

@@ -53,3 +53,17 @@ def test_post_run_table_shows_every_metric_and_counts_failed_turns_in_coverage(f
     # 16 turns, 7 failed or skipped: pixel coverage is 9/16, not 1.000
     assert overall.loc["pixel_l1_src", "coverage"] == pytest.approx(9 / 16)
     assert "0.562" in lines["pixel_l1_src"]
+
+
+def test_long_reasons_keep_their_hint_and_an_all_failed_run_says_nothing_was_scored(tmp_path):
+    from results_fixtures import make_run
+
+    from micebench.results.quicklook import top_reasons, turn_summary
+
+    hint = ("editor raised CheckpointError: weights 'org/model': not a local folder and not in the local "
+            "Hugging Face cache (HF_HOME=~/.cache/huggingface); download it first, e.g. "
+            "`huggingface-cli download org/model`, or pass the folder path (LocalEntryNotFoundError)")
+    assert top_reasons([hint] * 3 + ["other"]) == [(hint, 3), ("other", 1)]
+    run = make_run(tmp_path, "dead", n_sessions=2, n_turns=1, edit_errors={(0, 1), (1, 1)})
+    text = turn_summary(run)
+    assert "error: 2 turn(s)" in text and "nothing scored" in text and "scene_if" not in text
