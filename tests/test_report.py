@@ -16,8 +16,9 @@ from results_fixtures import JUDGES, default_scores, five_runs, make_run
 
 from micebench.results import report, report_plots, report_sessions
 from micebench.results.cli import report as report_cmd
+from micebench.results.errors import ResultsError
 from micebench.results.report_runs import read_run
-from micebench.results.run import ResultsError, open_run
+from micebench.results.run import open_run
 
 EVIL = '<script>alert("x")</script>'
 SVG = "{http://www.w3.org/2000/svg}"

@@ -27,6 +27,7 @@ import pandas as pd
 
 from micebench.results import aggregate
 from micebench.results import report_plots as plots
+from micebench.results.errors import ResultsError
 from micebench.results.report_runs import (
     ROLE_NAMES,
     MetricInfo,
@@ -38,7 +39,6 @@ from micebench.results.report_runs import (
     run_facts,
 )
 from micebench.results.report_sessions import CellView, Images, cell_metrics, digits_for, fmt, session_grids
-from micebench.results.run import ResultsError
 
 LAZY_ABOVE_TURNS = 300
 TEMPLATE = "report.html.j2"

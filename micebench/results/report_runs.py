@@ -17,7 +17,8 @@ from micebench.spec import MetricSpec, as_metric_spec
 if TYPE_CHECKING:
     import pandas as pd
 
-    from micebench.results.run import JudgeInfo, Run
+    from micebench.results.manifest import JudgeInfo
+    from micebench.results.run import Run
 
 ROLES = ("if", "cc", "ga", "other")
 ROLE_NAMES = {"if": "instruction following", "cc": "content consistency", "ga": "global awareness", "other": "other"}
@@ -82,7 +83,8 @@ class ReportRun:
 
 def read_run(source: Any) -> ReportRun:
     """A run for the report from a run directory or a :class:`~micebench.results.run.Run`."""
-    from micebench.results.run import metric_column, open_run
+    from micebench.results.run import open_run
+    from micebench.results.turn_table import metric_column
 
     run = open_run(source)
     recorded = {}  # column -> judge, for judges whose manifest entry records their metric specs
@@ -115,7 +117,7 @@ def _cap(spec: MetricSpec) -> float | None:
 def _guess(column: str, run: Run) -> MetricInfo:
     """For old runs whose judges declared nothing: role from the suffix, direction from the name, and a PSNR's
     cap from the judge's ``psnr_cap`` setting (100 dB by default)."""
-    from micebench.results.run import metric_column
+    from micebench.results.turn_table import metric_column
 
     suffix = column.rsplit("_", 1)[-1]
     role = suffix if suffix in UNIT_ROLES else "other"
