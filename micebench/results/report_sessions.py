@@ -22,6 +22,7 @@ import pandas as pd
 from micebench.results.report_runs import MetricInfo, ReportRun
 
 THUMB = 192
+Row = dict[str, Any]  # one row of the per-turn table
 FAIL_ROLES = ("if", "ga")
 
 
@@ -70,17 +71,24 @@ def digits_for(values: Any) -> int:
     return min(6, 2 - math.floor(math.log10(top)))
 
 
-def turn_fails(row: pd.Series, info: MetricInfo, threshold: float) -> bool:
+def _number(x: Any) -> float:
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def turn_fails(row: Row, info: MetricInfo, threshold: float) -> bool:
     """Whether a scored IF / GA cell is on the failing side of ``threshold``."""
     if info.role not in FAIL_ROLES or str(row.get(f"{info.column}_status")) != "ok":
         return False
-    v = pd.to_numeric(row.get(info.column), errors="coerce")
+    v = _number(row.get(info.column))
     if not math.isfinite(v):
         return False
-    return bool(v < threshold) if info.higher_is_better else bool(v > threshold)
+    return v < threshold if info.higher_is_better else v > threshold
 
 
-def _cell(run: ReportRun, row: pd.Series, metrics: list[MetricInfo], view: CellView,
+def _cell(run: ReportRun, row: Row, metrics: list[MetricInfo], view: CellView,
           show_instruction: bool) -> dict[str, Any]:
     edit_ok = row["status"] == "ok"
     fail, unscored, scores, folded = not edit_ok, False, [], []
@@ -137,19 +145,19 @@ def cell_metrics(metrics: list[MetricInfo]) -> tuple[str, ...]:
     return tuple(firsts[r] for r in ("if", "cc", "ga") if r in firsts) or tuple(m.column for m in metrics[:3])
 
 
-def session_grid(sid: str, runs: list[ReportRun], groups: list[dict[str, pd.DataFrame]],
+def session_grid(sid: str, runs: list[ReportRun], groups: list[dict[str, list[Row]]],
                  metrics: list[list[MetricInfo]], view: CellView) -> dict[str, Any]:
     """The grid of one session (see the module docstring)."""
-    present = [(i, g[sid].sort_values("turn")) for i, g in enumerate(groups) if sid in g]
-    turns = sorted({int(t) for _, rows in present for t in rows["turn"]})
+    present = [(i, g[sid]) for i, g in enumerate(groups) if sid in g]
+    turns = sorted({int(r["turn"]) for _, rows in present for r in rows})
     head: dict[int, dict[str, Any]] = {}
     for t in turns:
-        at = [rows[rows["turn"] == t].iloc[0] for _, rows in present if (rows["turn"] == t).any()]
+        at = [r for _, rows in present for r in rows if int(r["turn"]) == t]
         instrs = {_text(r.get("instruction")) for r in at}
         tasks = {_text(r.get("task_type")) for r in at}
         head[t] = {"turn": t, "task": " / ".join(sorted(tasks)), "instruction": next(iter(instrs)) if
                    len(instrs) == 1 else "", "shared": len(instrs) == 1}
-    sources = {i: rows.iloc[0].get("input_hash") for i, rows in present}
+    sources = {i: rows[0].get("input_hash") for i, rows in present}
     shared_source = len(set(sources.values())) == 1
     first = present[0] if present else None
     rows_out, any_fail, any_unscored, subset = [], False, False, ""
@@ -158,8 +166,8 @@ def session_grid(sid: str, runs: list[ReportRun], groups: list[dict[str, pd.Data
         row_out: dict[str, Any] = {"index": i, "label": run.label, "cells": {}, "present": rows is not None,
                                    "source": None if shared_source else view.images.src(run, sources.get(i))}
         if rows is not None:
-            subset = subset or _text(rows.iloc[0].get("subset"))
-            for _, r in rows.sort_values("turn").iterrows():
+            subset = subset or _text(rows[0].get("subset"))
+            for r in rows:
                 cell = _cell(run, r, metrics[i], view, not head[int(r["turn"])]["shared"])
                 row_out["cells"][cell["turn"]] = cell
                 any_fail |= cell["fail"]
@@ -170,10 +178,19 @@ def session_grid(sid: str, runs: list[ReportRun], groups: list[dict[str, pd.Data
             "source": source, "shared_source": shared_source, "fail": any_fail, "unscored": any_unscored}
 
 
+def _by_session(turns: pd.DataFrame) -> dict[str, list[Row]]:
+    """A run's rows as plain dicts, per session and in turn order (per-row pandas access is far too slow for
+    thousands of cells)."""
+    out: dict[str, list[Row]] = {}
+    for row in turns.sort_values(["turn"], kind="stable").to_dict("records"):
+        out.setdefault(str(row["session_id"]), []).append(row)
+    return out
+
+
 def session_grids(runs: list[ReportRun], metrics: list[list[MetricInfo]], view: CellView,
                   max_sessions: int | None) -> tuple[list[dict[str, Any]], int]:
     """(grids of the shown sessions, number of sessions in all runs together)."""
-    groups = [{str(k): g for k, g in r.turns.groupby(r.turns["session_id"].astype(str))} for r in runs]
+    groups = [_by_session(r.turns) for r in runs]
     ids = sorted(set().union(*groups))
     shown = ids[:max_sessions] if max_sessions is not None else ids
     return [session_grid(sid, runs, groups, metrics, view) for sid in shown], len(ids)
