@@ -25,11 +25,14 @@ def test_constants_and_expressions_are_read_without_importing(fake):
     assert not {m for m in set(sys.modules) - before if "not_installed" in m}
     assert t.add_check("Add [cat]") == "PH-ADD-CHECK <Add [cat]>\nanswer yes/no"
     assert t.replace_check("Replace [a] with [b]") == "PH-REPLACE-CHECK <Replace [a] with [b]>"
-    assert t.color("mug", "red") == "PH-COLOR is mug now red?"  # the f-string in the color branch, not the unused constant
+    # the f-string the color branch hands to the VLM, not the unused module constant
+    assert t.color("mug", "red") == "PH-COLOR is mug now red?"
     assert t.material("mug", "glass") == "PH-MATERIAL is mug made of glass?"
     assert t.text_read() == "PH-READ-ALL-TEXT"
     assert t.background("beach") == "PH-BACKGROUND [beach]?"
-    assert t.ga("cm", ["a", "b"], ["[a]", "[b]"]) == "PH-GA-CM header\nPH-ROUND 1 :: a\nPH-ROUND 2 :: b\nPH-GA-CM footer"
+    assert t.ga("cm", ["a", "b"], ["[a]", "[b]"]) == (
+        "PH-GA-CM header\nPH-ROUND 1 :: a\nPH-ROUND 2 :: b\nPH-GA-CM footer"
+    )
     assert t.ga("cu", ["a", "b"], ["[a]", "[b]"]) == (
         "PH-GA-CU header\nPH-ROUND 1 :: a || [a]\nPH-ROUND 2 :: b || [b]\nPH-GA-CU footer"
     )
@@ -41,7 +44,8 @@ def test_the_question_function_is_compiled_alone_with_its_strip(fake):
     root, pins = fake
     t = ic_cot_texts(root, pins)
     assert t.system_prompt == "PH-THINK-FIRST <think> ... </think>"
-    assert t.question(["  add a cat ", "move it"], " make it red\n", "cu") == "PH-CU|PH-H1: add a cat\nPH-H2: move it|make it red|"
+    got = t.question(["  add a cat ", "move it"], " make it red\n", "cu")
+    assert got == "PH-CU|PH-H1: add a cat\nPH-H2: move it|make it red|"
     assert t.question(["x"], "y", "cm").startswith("PH-CM|")
     assert t.question(["x"], "y", "generic").startswith("PH-GENERIC|")
 
