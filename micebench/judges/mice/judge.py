@@ -334,7 +334,7 @@ class MiceJudge(Judge):
         n = len(votes)
         raws = [v.raw for v in votes if v.raw]
         raw = "\n---\n".join(raws)[:8000]
-        if self.upstream is not None:
+        if self.upstream is not None and ok:  # upstream votes always carry a number
             from micebench.judges.mice.upstream_judge import upstream_reason
 
             return Judgement(metric=metric, score=sum(ok) / len(ok), votes=tuple(v.score for v in votes),
