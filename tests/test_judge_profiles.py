@@ -16,9 +16,16 @@ PROFILES = sorted((ROOT / "judges").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", PROFILES, ids=[p.name for p in PROFILES])
-def test_every_profile_validates_against_its_judge(path):
+def test_every_profile_validates_against_its_judge(path, tmp_path, monkeypatch):
     data = yaml.safe_load(path.read_text())
     name = data.pop("judge", "mice")  # the mice profiles predate the judge: key
+    if data.get("protocol") == "upstream":  # needs the authors' checkout: a stand-in with the pinned layout
+        from upstream_fixtures import write_fake_editr2
+
+        from micebench import upstream
+
+        monkeypatch.setattr(upstream, "PINS", write_fake_editr2(tmp_path / "Edit-R2"))
+        data.setdefault("upstream_repo", str(tmp_path / "Edit-R2"))
     cls = registry.load("judges", name)
     build_config(cls.Config, data, where=str(path))
 

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from micebench.results.errors import ResultsError
 from micebench.spec import MetricSpec, as_metric_spec
@@ -50,6 +50,11 @@ class JudgeInfo(_Record):
     prompt_hash: str = ""
     metric_specs: list[MetricSpec] | None = None
     protocol: str = Field("strict", description="How the judge reads answers; absent in a manifest means strict.")
+
+    @field_validator("protocol", mode="before")
+    @classmethod
+    def _absent_is_strict(cls, v: Any) -> Any:
+        return "strict" if v is None or v == "" else v
     random_weights: bool = Field(False, description="Scored with random weights (tests only): never publishable.")
 
     @property
