@@ -13,6 +13,8 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from micebench import csvsafe
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -122,7 +124,7 @@ def export_turn_table(store: RunStore) -> pd.DataFrame:
     df = build_turn_table(store)
     root = Path(store.root)
     for name, write in (("turns.parquet", lambda p: df.to_parquet(p, index=False)),
-                        ("turns.csv", lambda p: df.to_csv(p, index=False))):
+                        ("turns.csv", lambda p: csvsafe.frame(df).to_csv(p, index=False))):
         tmp = root / f".{name}.tmp"
         write(tmp)
         tmp.replace(root / name)
