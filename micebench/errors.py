@@ -1,0 +1,5 @@
+"""Errors shared across micebench."""
+
+
+class SetupError(RuntimeError):
+    """A problem with the setup that stops the run before any work; the CLI prints it on one line and exits 2."""
