@@ -13,9 +13,16 @@ from click.testing import CliRunner
 from PIL import Image
 from results_fixtures import make_run
 
-from micebench import csvsafe, leaderboard, tables
+from micebench import csvsafe
 from micebench.cli import main
-from micebench.cli_results import gate as gate_cmd
+
+try:  # the results package of issue 13 (another branch) moved these; this test runs before and after
+    from micebench.results import leaderboard
+
+    from micebench import open_run
+except ImportError:
+    from micebench import leaderboard
+    from micebench.tables import load_run as open_run
 
 EVIL = ["=HYPERLINK(\"http://x\",\"y\")", "+cmd|' /C calc'!A0", "-2+3+cmd|' /C calc'!A0", "@SUM(1,2)",
         "\t=1+1", "\r=1+1", "'=already quoted", "''-x", "-", "=", "-inf-ish"]  # fmt: skip
@@ -79,7 +86,7 @@ def test_leaderboard_and_sidecars_are_safe_and_the_gate_reads_them_back(tmp_path
     df["session_id"] = ["-" + s if i % 2 else "@" + s for i, s in enumerate(df["session_id"])]
     df.to_parquet(run / "turns.parquet", index=False)
     board = tmp_path / "lb" / "synth.csv"
-    leaderboard.publish([tables.load_run(run)], board)
+    leaderboard.publish([open_run(run)], board)
     assert_safe(board)
     for side in leaderboard.sessions_dir(board).iterdir():
         assert_safe(side)
@@ -90,9 +97,9 @@ def test_leaderboard_and_sidecars_are_safe_and_the_gate_reads_them_back(tmp_path
     assert set(sidecar["session_id"]) == set(df["session_id"])
     # republishing what was read back is byte-identical (escaping is idempotent through a round trip)
     before = board.read_text()
-    leaderboard.publish([tables.load_run(run)], board)
+    leaderboard.publish([open_run(run)], board)
     assert board.read_text() == before
-    res = CliRunner().invoke(gate_cmd, [str(run), "--baseline", str(board)])
+    res = CliRunner().invoke(main, ["gate", str(run), "--baseline", str(board)])
     assert res.exit_code == 0, res.output
 
 
