@@ -225,8 +225,7 @@ class MiceJudge(Judge):
         from micebench.judges.backends.vlm import VoteGroup
 
         # The votes of one question share one VLM request (n votes) when the server allows it.
-        groups = {(i, m): VoteGroup(range(p[m]["n"])) for i, p in enumerate(plans) for m in self.metrics
-                  if p[m]["kind"] == "votes" and p[m]["n"] > 1}  # fmt: skip
+        groups = {(i, m): VoteGroup(range(plans[i][m]["n"])) for i, m, _v in tasks if plans[i][m]["n"] > 1}
         with ThreadPoolExecutor(max_workers=self.config.concurrency) as pool:
             done = list(pool.map(lambda t: self._run_vote(requests[t[0]], plans[t[0]], t[1], t[2],
                                                           groups.get((t[0], t[1]))), tasks))  # fmt: skip
