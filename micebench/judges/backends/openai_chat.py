@@ -218,8 +218,9 @@ class OpenAIChatVLM:
             out[v] = reply
         return out
 
-    def check_reachable(self) -> list[str]:
-        """One cheap ``GET {base_url}/models`` with the same credentials; the served model ids.
+    def check_reachable(self, timeout_s: float = 10.0) -> list[str]:
+        """One cheap ``GET {base_url}/models`` with the same credentials, within ``timeout_s`` (and
+        the client's own ``timeout_s``) in all; the served model ids.
 
         Raises :class:`micebench.errors.SetupError` with a one-line reason when the server cannot be
         reached, redirects, refuses the credentials, is not OpenAI-compatible, or does not serve
@@ -231,7 +232,7 @@ class OpenAIChatVLM:
         httpx = require_httpx()
 
         url = self.base_url + "/models"
-        limit = min(self.timeout_s, 10.0)
+        limit = min(self.timeout_s, timeout_s)
         try:
             with deadline(limit):
                 resp = self._http().get(url, headers=self._headers())
