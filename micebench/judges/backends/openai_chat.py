@@ -302,12 +302,14 @@ class OpenAIChatVLM:
                             if not resp.is_redirect:
                                 return self._answer(resp)
                             target = url.join(resp.headers.get("location", ""))
-                            if resp.status_code in (307, 308) and same_origin(target, url):
+                            home = same_origin(target, url)
+                            if resp.status_code in (307, 308) and home:
                                 url = target  # same server, method and body kept: credentials stay home
                                 continue
+                            why = "only 307/308 keep the request" if home else "credentials never leave the server"
                             raise VLMError(
-                                f"{self.url}: HTTP {resp.status_code} redirect to {target} not followed (credentials "
-                                f"are never sent to another address); set base_url to the final address",
+                                f"{self.url}: HTTP {resp.status_code} redirect to {target} not followed ({why}); "
+                                f"set base_url to the final address",
                                 status=resp.status_code,
                             )  # fmt: skip
                     raise VLMError(f"{self.url}: more than {MAX_SAME_ORIGIN_REDIRECTS} redirects")
