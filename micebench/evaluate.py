@@ -1,7 +1,11 @@
-"""The Python API behind ``micebench run`` / ``run --resume`` / ``score``.
+"""The engine behind :mod:`micebench.api` (``micebench.run`` / ``score``, the CLI's ``run`` / ``run --resume``
+/ ``score``): it creates the run directory, drives the runner and writes the manifest. Use the API;
+this module takes already-loaded pieces::
 
     from micebench.evaluate import start_run
-    result = start_run(suite="synth", editor="identity", judges=[("pixel", {})], out="runs")
+    from micebench.suites.resolve import load_suite
+    result = start_run(load_suite("synth", {"n": 4}), "identity", {}, [("pixel", {})], out="runs")
+    result.run_dir  # runs/<time>-synth-identity-<hex>
 """
 
 from __future__ import annotations
@@ -20,12 +24,11 @@ from typing import Any
 
 import micebench
 from micebench.editors.base import Editor
-from micebench.errors import SetupError
-from micebench.judges.base import Judge, create_judge
+from micebench.judges.base import Judge
+from micebench.results.turn_table import export_turn_table
 from micebench.runner import EditSummary, Runner, RunSettings, close_quietly
 from micebench.store import RunStore, RunStoreError
 from micebench.suites.base import SuiteData
-from micebench.table import export_turn_table
 
 
 @dataclass
@@ -61,9 +64,12 @@ def config_hash(config: dict[str, Any]) -> str:
 
 
 def describe_judge(judge: Judge) -> dict[str, Any]:
+    """The judge's manifest entry: its description, key, prompt hash and metric specs (which tell the
+    results tools each metric's role and direction)."""
     d = judge.describe()
     d["key"] = judge.key
     d["prompt_hash"] = getattr(judge, "prompt_hash", "") or ""
+    d["metric_specs"] = [s.model_dump(mode="json") for s in judge.metric_specs()]
     return d
 
 
@@ -74,22 +80,49 @@ def with_seed(cls: type, options: dict[str, Any], seed: int | None) -> dict[str,
     return options
 
 
-def build_judges(specs: list[tuple[str, dict[str, Any]]], seed: int | None = None) -> list[Judge]:
-    """Build the judges; a constructor that fails (other than on bad options) is a SetupError naming it."""
+def adapter_name(kind: str, cls: type) -> str:
+    """The name a run records for an adapter class: its registered name, else ``module:Class`` (which
+    ``registry.load`` takes back, so a resume finds it again)."""
     from micebench import registry
-    from micebench.options import OptionsError
+
+    target = f"{cls.__module__}:{cls.__qualname__}"
+    return next((n for n, t in registry.describe(kind) if t == target), target)
+
+
+def resolve_adapter(kind: str, spec: Any) -> tuple[str, type, Any]:
+    """(name, class, instance or None) of a name, ``module:Class`` string, class or instance."""
+    from micebench import registry
+
+    if isinstance(spec, str):
+        cls = registry.load(kind, spec)
+        # "module:Class" of a registered adapter is recorded under its registered name
+        return (adapter_name(kind, cls) if ":" in spec and isinstance(cls, type) else spec), cls, None
+    if isinstance(spec, type):
+        return adapter_name(kind, spec), spec, None
+    given = getattr(spec, "name", "") or ""
+    return given or adapter_name(kind, type(spec)), type(spec), spec
+
+
+def build_judges(specs: list[Any], seed: int | None = None) -> list[Judge]:
+    """Judges from ``(name or class, options)`` pairs, names, classes or ready instances (kept as given).
+    A constructor that fails (bad options aside) is a SetupError naming the judge."""
+    from micebench.options import OptionsError, build_config
     from micebench.preflight import checked
 
     judges = []
-    for name, opts in specs:
-        cls = registry.load("judges", name)
-        options = with_seed(cls, opts, seed)
-        try:
-            judges.append(checked(lambda n=name, o=options: create_judge(n, o), f"judge {name}: building it"))
-        except SetupError as e:
-            if isinstance(e.__cause__, OptionsError):
-                raise e.__cause__ from None
-            raise
+    for spec in specs:
+        target, opts = spec if isinstance(spec, tuple) else (spec, {})
+        name, cls, instance = resolve_adapter("judges", target)
+        if instance is not None:
+            if opts:
+                raise OptionsError(f"judge {name!r} is an instance: give its options when you build it")
+            instance.name = name
+            judges.append(instance)
+            continue
+        config = build_config(cls.Config, with_seed(cls, dict(opts), seed), where=f"judge {name!r}")
+        judge = checked(lambda c=cls, k=config: c(k), f"judge {name}: building it")
+        judge.name = name
+        judges.append(judge)
     return judges
 
 
@@ -100,11 +133,39 @@ def _close_all(judges: list[Judge], editor: Editor | None = None) -> None:
         close_quietly(j, f"judge {j.name}")
 
 
+def editor_factory(editor: Any, options: dict[str, Any]) -> tuple[str, type, dict[str, Any], Any]:
+    """(name, class, validated config as JSON, factory) of a name, ``module:Class``, class or instance.
+
+    An instance is used as given (its own config is recorded); otherwise the factory builds the editor
+    from the validated options when the runner first needs it.
+    """
+    from micebench.options import OptionsError, build_config
+
+    name, cls, instance = resolve_adapter("editors", editor)
+    if instance is not None:
+        if options:
+            raise OptionsError(f"editor {name!r} is an instance: give its options when you build it")
+        config = instance.config
+
+        def make() -> Editor:
+            instance.name = name
+            return instance
+    else:
+        config = build_config(cls.Config, options, where=f"editor {name!r}")
+
+        def make() -> Editor:
+            ed = cls(config)
+            ed.name = name
+            return ed
+
+    return name, cls, config.model_dump(mode="json"), make
+
+
 def start_run(
     suite: SuiteData,
-    editor: str,
+    editor: str | type | Editor,
     editor_options: dict[str, Any],
-    judges: list[tuple[str, dict[str, Any]]],
+    judges: list[Any],
     out: str | Path = "runs",
     run_name: str | None = None,
     settings: RunSettings | None = None,
@@ -113,31 +174,35 @@ def start_run(
 ) -> RunResult:
     """Create a run directory for ``suite`` x ``editor``, edit every turn, then judge.
 
+    ``editor`` is a registered name, ``module:Class``, an Editor class or instance; ``judges`` holds
+    ``(name or class, options)`` pairs, names, classes or Judge instances.
+
     Before anything is written, every judge and the editor pass the preflight
     (:mod:`micebench.preflight`): a setup problem raises :class:`SetupError` and no directory is made.
     """
-    from micebench import registry
     from micebench.preflight import preflight
 
     settings = settings or RunSettings()
-    editor_cls = registry.load("editors", editor)  # fail on a typo before anything is written
-    editor_options = with_seed(editor_cls, editor_options, seed)
-    # Build (and so validate) the editor config now; the editor itself is built by the preflight.
-    from micebench.options import build_config
-
-    editor_config = build_config(editor_cls.Config, editor_options, where=f"editor {editor!r}").model_dump(mode="json")
+    # Resolve the editor and validate its config now (a typo fails before anything is written); the
+    # preflight then builds and loads it, and that instance edits.
+    _, editor_cls, instance = resolve_adapter("editors", editor)
+    if instance is None:
+        editor_options = with_seed(editor_cls, editor_options, seed)
+    name, _, editor_config, make_editor = editor_factory(editor, editor_options)
     judge_objs = build_judges(judges, seed)
     try:
-        built = preflight(editor_cls, editor_options, judge_objs, name=editor, isolate=settings.isolate)
+        built = preflight(editor_cls, editor_options, judge_objs, name=name, isolate=settings.isolate,
+                          make=None if settings.isolate else make_editor)  # fmt: skip
     except BaseException:
         _close_all(judge_objs)
         raise
     assert built is not None
     editor_obj, described = built
-    run_id = run_name or f"{time.strftime('%Y%m%d-%H%M%S')}-{suite.name}-{editor}-{secrets.token_hex(2)}".replace(
+    command_line = command_line or " ".join(sys.argv)
+    safe = name.replace(":", "-").replace(".", "-")
+    run_id = run_name or f"{time.strftime('%Y%m%d-%H%M%S')}-{suite.name}-{safe}-{secrets.token_hex(2)}".replace(
         "/", "_"
     )
-    command_line = command_line or " ".join(sys.argv)
     manifest = {
         "run_id": run_id,
         "micebench_version": micebench.__version__,
@@ -163,7 +228,7 @@ def start_run(
         },
         # What the editor says about itself (e.g. a hash of its prompt texts) joins the manifest, and the
         # config hash covers it, so a leaderboard row changes when the editor does.
-        "editor": {"name": editor, "config": editor_config, "describe": described,
+        "editor": {"name": name, "config": editor_config, "describe": described,
                    "config_hash": config_hash(described)},
         "judges": [describe_judge(j) for j in judge_objs],
     }
@@ -172,7 +237,7 @@ def start_run(
     except BaseException:
         _close_all(judge_objs, editor_obj)
         raise
-    return _execute(store, editor, editor_options, judge_objs, settings, built)
+    return _execute(store, make_editor, judge_objs, settings, built)
 
 
 def resume_run(run_dir: str | Path, progress: bool = True, command_line: str = "") -> RunResult:
@@ -181,54 +246,52 @@ def resume_run(run_dir: str | Path, progress: bool = True, command_line: str = "
     Takes the run directory's lock (one writer at a time), redoes turns whose stored images are damaged,
     and runs the preflight of whatever still has work (the judges, the editor) before doing any.
     """
-    from micebench import registry
     from micebench.preflight import preflight
+    from micebench.results.run import RunManifest
 
     store = RunStore.open(run_dir, write=True, command=command_line)
+    built = None
+    judges: list[Judge] = []
     try:
         store.repair()
-        m = store.read_manifest()
-        settings = RunSettings(batch_size=m.get("batch_size") or 8, turn_timeout=m.get("turn_timeout"),
-                               judge_timeout=m.get("judge_timeout"), isolate=bool(m.get("isolate")),
+        raw = store.read_manifest()
+        m = RunManifest.model_validate(raw)
+        settings = RunSettings(batch_size=m.batch_size or 8, turn_timeout=m.turn_timeout,
+                               judge_timeout=raw.get("judge_timeout"), isolate=bool(raw.get("isolate")),
                                progress=progress)  # fmt: skip
-        judges = build_judges([(j["name"], j.get("config", {})) for j in m.get("judges", [])])
-    except BaseException:
-        store.close()
-        raise
-    built = None
-    try:
-        for j, recorded in zip(judges, m.get("judges", []), strict=True):
-            if j.key != recorded.get("key"):
+        judges = build_judges([(j.name, j.config) for j in m.judges])
+        for j, recorded in zip(judges, m.judges, strict=True):
+            if j.key != recorded.key:
                 raise RunStoreError(
                     f"{run_dir}: judge {j.name!r} is now configured differently from when the run started "
-                    f"(key {j.key} vs {recorded.get('key')}); its code or defaults changed. "
+                    f"(key {j.key} vs {recorded.key}); its code or defaults changed. "
                     f"Use `micebench score {run_dir} --judge {j.name}` to score with the new version."
                 )
+        name, editor_cls, _, make_editor = editor_factory(m.editor.name, m.editor.config)
         probe = Runner(store, settings)
         editing = probe.edit_todo() > 0
         busy = [j for j in judges if editing or probe.judge_todo(j) > 0]
-        name, options = m["editor"]["name"], m["editor"]["config"]
-        editor_cls = registry.load("editors", name) if editing else None
-        built = preflight(editor_cls, options, busy, name=name, isolate=settings.isolate)
+        built = preflight(editor_cls if editing else None, m.editor.config, busy, name=name, isolate=settings.isolate,
+                          make=make_editor if editing and not settings.isolate else None)  # fmt: skip
     except BaseException:
         _close_all(judges, built[0] if built else None)
         store.close()
         raise
-    return _execute(store, name, options, judges, settings, built)
+    return _execute(store, make_editor, judges, settings, built)
 
 
-def score_run(run_dir: str | Path, judges: list[tuple[str, dict[str, Any]]], settings: RunSettings,
-              command_line: str = "") -> RunResult:  # fmt: skip
-    """Score a run's stored images with (other) judges, without editing again."""
+def score_run(run_dir: str | Path, judges: list[Any], settings: RunSettings, command_line: str = "") -> RunResult:
+    """Score a run's stored images with (other) judges, without editing again. The judges pass the
+    preflight before the run directory is touched."""
     from micebench.preflight import preflight
 
     store = RunStore.open(run_dir, write=True, command=command_line)
     judge_objs: list[Judge] = []
     try:
-        m = store.read_manifest()
-        judge_objs = build_judges(judges, m.get("seed"))
+        manifest = store.read_manifest()
+        judge_objs = build_judges(judges, manifest.get("seed"))
         preflight(None, {}, judge_objs)
-        entries = [j for j in m.get("judges", []) if j["name"] not in {x.name for x in judge_objs}]
+        entries = [j for j in manifest.get("judges", []) if j["name"] not in {x.name for x in judge_objs}]
         store.update_manifest(judges=entries + [describe_judge(j) for j in judge_objs])
         runner = Runner(store, settings)
         try:
@@ -244,12 +307,12 @@ def score_run(run_dir: str | Path, judges: list[tuple[str, dict[str, Any]]], set
     return RunResult(Path(run_dir), edit, judged)
 
 
-def _execute(store: RunStore, editor: str, editor_options: dict[str, Any], judges: list[Judge],
-             settings: RunSettings, built: tuple[Editor, dict[str, Any]] | None = None) -> RunResult:
+def _execute(store: RunStore, make_editor, judges: list[Judge], settings: RunSettings,
+             built: tuple[Editor, dict[str, Any]] | None = None) -> RunResult:
     """The edit then judge phases on an open, locked store; the store is closed (and unlocked) at the end.
 
-    ``built`` is the (editor, description) the preflight made; without it an editor is built (and
-    checked) only if there is something to edit.
+    ``built`` is the (editor, description) the preflight made; without it ``make_editor`` builds one
+    (checked like the preflight does) only if there is something to edit.
     """
     runner = Runner(store, settings)
     unused: Editor | None = built[0] if built else None
@@ -259,10 +322,9 @@ def _execute(store: RunStore, editor: str, editor_options: dict[str, Any], judge
         if built is not None:
             ed, described = built
         else:
-            from micebench import registry
             from micebench.preflight import build_editor as build
 
-            ed, described = build(registry.load("editors", editor), editor_options, editor, settings.isolate)
+            ed, described = build(None, {}, store.read_manifest()["editor"]["name"], make=make_editor)
         # What the editor says about itself joins the manifest; the config hash covers it.
         entry = {**store.read_manifest()["editor"], "describe": described, "config_hash": config_hash(described)}
         store.update_manifest(editor=entry)
@@ -275,7 +337,7 @@ def _execute(store: RunStore, editor: str, editor_options: dict[str, Any], judge
             judged = runner.judge(judges)
         finally:
             if unused is not None:  # built by the preflight, never used: nothing was left to edit
-                close_quietly(unused, f"editor {editor}")
+                close_quietly(unused, f"editor {unused.name}")
             _close_all(judges)
             # Whatever happened, the table reflects everything recorded so far.
             export_turn_table(store)

@@ -37,16 +37,23 @@ def checked(fn: Callable[[], Any], what: str) -> Any:
         raise SetupError(f"{what}: {describe_exception(e)}") from e
 
 
-def build_editor(editor_cls: type[Editor], options: dict[str, Any], name: str, isolate: bool = False
-                 ) -> tuple[Editor, dict[str, Any]]:  # fmt: skip
-    """Construct the editor, run its ``preflight()``, and return it with its (JSON-checked) description."""
+def build_editor(editor_cls: type[Editor] | None, options: dict[str, Any], name: str, isolate: bool = False,
+                 make: Callable[[], Editor] | None = None) -> tuple[Editor, dict[str, Any]]:  # fmt: skip
+    """Construct the editor (with ``make`` when given, e.g. for a ready instance; else ``editor_cls(options)``,
+    in a child process when ``isolate``), run its ``preflight()``, and return it with its JSON-checked
+    description."""
     if isolate:
         from micebench.isolate import IsolatedEditor
 
+        if editor_cls is None:
+            raise SetupError(f"editor {name}: --isolate needs an editor name or class, not a ready instance")
         editor: Editor = IsolatedEditor(editor_cls, options, name)
+    elif make is not None:
+        editor = checked(make, f"editor {name}: building it")
     else:
         from micebench.options import build_config
 
+        assert editor_cls is not None
         config = build_config(editor_cls.Config, options, where=f"editor {name!r}")
         editor = checked(lambda: editor_cls(config), f"editor {name}: building it")
         editor.name = name
@@ -69,13 +76,14 @@ def build_editor(editor_cls: type[Editor], options: dict[str, Any], name: str, i
 
 
 def preflight(editor_cls: type[Editor] | None, editor_options: dict[str, Any], judges: list[Judge], *,
-              name: str | None = None, isolate: bool = False, report: Callable[[str], None] | None = None
-              ) -> tuple[Editor, dict[str, Any]] | None:  # fmt: skip
+              name: str | None = None, isolate: bool = False, report: Callable[[str], None] | None = None,
+              make: Callable[[], Editor] | None = None) -> tuple[Editor, dict[str, Any]] | None:  # fmt: skip
     """Check every judge, then build and check the editor; raise :class:`SetupError` on the first failure.
 
     Judges go first: their checks take seconds, and their models are let go before the editor (which
     may take minutes to load) claims the GPU. Returns ``(editor, description)`` for the run to use (no
-    second load), or None when ``editor_cls`` is None (judges only, e.g. ``micebench score``).
+    second load), or None when there is no editor to check (``editor_cls`` and ``make`` both None:
+    judges only, e.g. ``micebench score``). ``make`` builds the editor instead of ``editor_cls(options)``.
     ``report`` receives one line per check.
     """
     say = report or (lambda line: None)
@@ -83,31 +91,32 @@ def preflight(editor_cls: type[Editor] | None, editor_options: dict[str, Any], j
         started = time.perf_counter()
         checked(judge.preflight, f"judge {judge.name}")
         say(f"judge {judge.name}: ok ({time.perf_counter() - started:.1f} s)")
-    if editor_cls is None:
+    if editor_cls is None and make is None:
         return None
-    name = name or getattr(editor_cls, "name", "") or editor_cls.__name__
+    name = name or getattr(editor_cls, "name", "") or getattr(editor_cls, "__name__", "editor")
     started = time.perf_counter()
-    built = build_editor(editor_cls, editor_options, name, isolate)
+    built = build_editor(editor_cls, editor_options, name, isolate, make)
     say(f"editor {name}: ok ({time.perf_counter() - started:.1f} s{', in a child process' if isolate else ''})")
     return built
 
 
-def dry_run(suite: Any, editor: str, editor_options: dict[str, Any], judge_specs: list[tuple[str, dict[str, Any]]],
+def dry_run(suite: Any, editor: Any, editor_options: dict[str, Any], judge_specs: list[tuple[str, dict[str, Any]]],
             *, out: str, run_name: str | None, settings: Any, seed: int | None) -> str:  # fmt: skip
     """Run the preflight for ``suite`` x ``editor`` x judges and describe what a real run would do.
     Writes nothing; raises what a real run would raise before its first edit."""
-    from micebench import registry
-    from micebench.evaluate import build_judges, with_seed
+    from micebench.evaluate import build_judges, editor_factory, resolve_adapter, with_seed
     from micebench.runner import close_quietly
 
-    editor_cls = registry.load("editors", editor)
-    editor_options = with_seed(editor_cls, editor_options, seed)
+    _, editor_cls, instance = resolve_adapter("editors", editor)
+    if instance is None:
+        editor_options = with_seed(editor_cls, editor_options, seed)
+    name, _, _, make_editor = editor_factory(editor, editor_options)
     judges = build_judges(judge_specs, seed)
     checks: list[str] = []
     try:
-        ed, described = preflight(editor_cls, editor_options, judges, name=editor, isolate=settings.isolate,
-                                  report=checks.append)  # fmt: skip
-        close_quietly(ed, f"editor {editor}")
+        ed, described = preflight(editor_cls, editor_options, judges, name=name, isolate=settings.isolate,
+                                  report=checks.append, make=None if settings.isolate else make_editor)  # fmt: skip
+        close_quietly(ed, f"editor {name}")
     finally:
         for j in judges:
             close_quietly(j, f"judge {j.name}")
@@ -118,13 +127,13 @@ def dry_run(suite: Any, editor: str, editor_options: dict[str, Any], judge_specs
         *(f"  {c}" for c in checks),
         f"suite {suite.name} (version {suite.version}): {len(suite.sessions)} sessions, {turns} turns "
         f"(up to {longest} per session)",
-        f"editor {editor}: {json.dumps(described.get('config', editor_options), sort_keys=True, default=str)}",
+        f"editor {name}: {json.dumps(described.get('config', editor_options), sort_keys=True, default=str)}",
     ]
     for j in judges:
         d = j.describe()
         flag = "  [random weights: not publishable]" if d.get("random_weights") else ""
-        lines.append(f"judge {j.name}: metrics {', '.join(j.metrics) or '(as returned)'}{flag}")
-    where = f"{out}/{run_name}" if run_name else f"{out}/<time>-{suite.name}-{editor}-<random>"
+        lines.append(f"judge {j.name}: metrics {', '.join(j.metric_names) or '(as returned)'}{flag}")
+    where = f"{out}/{run_name}" if run_name else f"{out}/<time>-{suite.name}-{name}-<random>"
     lines.append(f"would write {where} (batch size {settings.batch_size}, turn timeout {settings.turn_timeout}, "
                  f"judge timeout {settings.judge_timeout}, isolate {settings.isolate})")  # fmt: skip
     return "\n".join(lines)

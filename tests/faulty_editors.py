@@ -17,11 +17,11 @@ from micebench.spec import EditResult
 class FaultyEditor(Editor):
     """Behaves like identity except on (session id, 1-based turn) pairs listed in ``faults``.
 
-    fault kinds: raise (the whole batch raises), none (returns None), empty (0x0 image),
-    hang (sleeps ``hang_seconds``), error (EditResult with an error), garbage (a string),
-    i16 (the right pixels as a 16-bit PIL image), f255 (as a float array in 0..255), fneg (a float
-    array in -1..1), badextra (an ``extra`` JSON cannot hold), exit (calls sys.exit(0)),
-    pidhang (writes its pid to ``pid_file``, then hangs), die (ends its process at once).
+    fault kinds: raise (the whole batch raises), missing (raises ImportError with an install hint),
+    none (returns None), empty (0x0 image), hang (sleeps ``hang_seconds``), error (EditResult with an
+    error), garbage (a string), i16 (the right pixels as a 16-bit PIL image), f255 (as a float array in
+    0..255), fneg (a float array in -1..1), badextra (an ``extra`` JSON cannot hold), exit (calls
+    sys.exit(0)), pidhang (writes its pid to ``pid_file``, then hangs), die (ends its process at once).
     """
 
     class Config(EditorConfig):
@@ -39,6 +39,8 @@ class FaultyEditor(Editor):
             kind = self.config.faults.get(f"{r.session.id}#{r.turn_index + 1}")
             if kind == "raise":
                 raise RuntimeError(f"boom on {r.session.id}")
+            if kind == "missing":  # what an editor without its extra says, the same for every turn
+                raise ImportError("the model needs torch: pip install 'micebench[models]'")
             if kind == "hang":
                 time.sleep(self.config.hang_seconds)
             if kind == "exit":

@@ -168,16 +168,16 @@ def test_vlm_server_is_checked_with_one_get_models(server):
     server.expect_request("/v1/models", method="GET").respond_with_json({"data": [{"id": "judge-model"}]})
     _mice_on(server.url_for("/v1")).preflight()
     assert [r.path for r, _ in server.log] == ["/v1/models"]
-    with pytest.raises(SetupError, match=r"does not serve 'other' \(it serves: judge-model\)"):
+    with pytest.raises(SetupError, match=r"serves judge-model, not 'other'"):
         _mice_on(server.url_for("/v1"), "other").preflight()
     server.expect_request("/models").respond_with_data("not found", status=404)  # base_url without /v1
-    with pytest.raises(SetupError, match="HTTP 404 .*end with /v1"):
+    with pytest.raises(SetupError, match="HTTP 404; base_url .* ending in /v1"):
         _mice_on(server.url_for("/")).preflight()
     with pytest.raises(SetupError, match="cannot be reached"):
         _mice_on("http://127.0.0.1:9/v1").preflight()
     server.clear()
     server.expect_request("/v1/models").respond_with_data("<html>proxy</html>")
-    with pytest.raises(SetupError, match="not an OpenAI-compatible model list"):
+    with pytest.raises(SetupError, match="did not answer with a model list"):
         _mice_on(server.url_for("/v1")).preflight()
 
 
