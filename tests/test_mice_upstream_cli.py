@@ -45,6 +45,8 @@ def vlm_server():
         return Response(json.dumps(body), content_type="application/json")
 
     s.expect_request("/v1/chat/completions").respond_with_handler(answer)
+    # the run's preflight asks the server what it serves before any editing
+    s.expect_request("/v1/models").respond_with_json({"data": [{"id": "Qwen/Qwen2.5-VL-32B-Instruct"}]})
     yield s, prompts
     s.clear()
     if s.is_running():
