@@ -117,6 +117,8 @@ def greedy_tokens_batch(engine: Engine, ctxs: list[Context], max_length: int) ->
             if tok != engine.tok.eos_id:
                 tokens[i].append(tok)
                 keep.append(j)
+        if not keep:
+            break
         if len(keep) < len(active):
             plan.select(keep)
             active = [active[j] for j in keep]
