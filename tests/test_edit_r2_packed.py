@@ -69,12 +69,12 @@ def fake_context(g, kv_len: int, heads: int = 2, d: int = 8) -> Context:
     return Context(kv=kv, kv_len=kv_len, rope=kv_len) if kv_len else Context()
 
 
-def plan_for(ctxs, q_lens, causal, impl="sdpa", extra=0):
+def plan_for(ctxs, q_lens, causal, impl="sdpa", extra=0, loop=None):
     return PackedPlan(ctxs, q_lens, causal=causal, impl=impl, num_layers=1, num_heads=4, kv_heads=2, head_dim=8,
-                      dtype=torch.float32, device=torch.device("cpu"), extra=extra)  # fmt: skip
+                      dtype=torch.float32, device=torch.device("cpu"), extra=extra, per_segment=loop)  # fmt: skip
 
 
-def per_segment(ctxs, q, k, v, q_lens, causal):
+def each_alone(ctxs, q, k, v, q_lens, causal):
     """The reference: each segment alone, its cache then its own new keys."""
     outs, row = [], 0
     for ctx, n in zip(ctxs, q_lens, strict=True):
@@ -87,9 +87,10 @@ def per_segment(ctxs, q, k, v, q_lens, causal):
 
 
 # -- the plan itself --------------------------------------------------------------------------------
+@pytest.mark.parametrize("loop", [False, True])  # one masked call (CPU) / one call per segment (GPU)
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("q_lens", [[3, 3, 3], [3, 1, 5]])
-def test_packed_attention_equals_each_segment_alone(causal, q_lens):
+def test_packed_attention_equals_each_segment_alone(causal, q_lens, loop):
     g = torch.Generator().manual_seed(0)
     ctxs = [fake_context(g, n) for n in (7, 0, 12)]
     rows = sum(q_lens)
@@ -98,13 +99,14 @@ def test_packed_attention_equals_each_segment_alone(causal, q_lens):
         torch.randn(rows, 2, 8, generator=g),
         torch.randn(rows, 2, 8, generator=g),
     )
-    plan = plan_for(ctxs, q_lens, causal)
-    want = per_segment(ctxs, q, k, v, q_lens, causal)
+    plan = plan_for(ctxs, q_lens, causal, loop=loop)
+    assert plan.per_segment is loop
+    want = each_alone(ctxs, q, k, v, q_lens, causal)
     torch.testing.assert_close(plan.attend(0, q, k, v), want, atol=1e-5, rtol=1e-5)
     # a second forward on the same plan (the next sampling step) overwrites the new-key slots
     k2 = torch.randn(rows, 2, 8, generator=g)
     torch.testing.assert_close(
-        plan.attend(0, q, k2, v), per_segment(ctxs, q, k2, v, q_lens, causal), atol=1e-5, rtol=1e-5
+        plan.attend(0, q, k2, v), each_alone(ctxs, q, k2, v, q_lens, causal), atol=1e-5, rtol=1e-5
     )
 
 
@@ -120,7 +122,7 @@ def test_growable_plan_keeps_keys_and_drops_finished_segments():
             torch.randn(n, 2, 8, generator=g),
             torch.randn(n, 2, 8, generator=g),
         )
-        want = per_segment(grown, q, k, v, [1] * n, True)
+        want = each_alone(grown, q, k, v, [1] * n, True)
         torch.testing.assert_close(plan.attend(0, q, k, v), want, atol=1e-5, rtol=1e-5)
         grown = [Context(kv=((torch.cat([c.kv[0][0], k[i : i + 1]]), torch.cat([c.kv[0][1], v[i : i + 1]])),),
                          kv_len=c.kv_len + 1) for i, c in enumerate(grown)]  # fmt: skip
@@ -165,10 +167,10 @@ def test_flash_layouts_with_emulated_kernels(emulated_flash, causal):
     q, k, v = torch.randn(9, 4, 8, generator=g), torch.randn(9, 2, 8, generator=g), torch.randn(9, 2, 8, generator=g)
     flat = plan_for(ctxs, q_lens, causal, impl="flash")
     assert flat.layout == "flat" and flat.cu_k.tolist() == [0, 10, 11, 28]
-    want = per_segment(ctxs, q, k, v, q_lens, causal)
+    want = each_alone(ctxs, q, k, v, q_lens, causal)
     torch.testing.assert_close(flat.attend(0, q, k, v), want, atol=1e-5, rtol=1e-5)
     grow = plan_for(ctxs, q_lens, causal, impl="flash", extra=2)  # decoding on flash: padded, one call per segment
-    assert grow.layout == "padded"
+    assert grow.layout == "padded" and grow.per_segment
     torch.testing.assert_close(grow.attend(0, q, k, v), want, atol=1e-5, rtol=1e-5)
 
 

@@ -12,10 +12,11 @@ into their slots, so 49 sampling steps copy the contexts once, not 49 times):
 - ``flat`` (flash-attention's varlen kernel): one ``[sum(kv_i + q_i), Hkv, d]`` buffer per layer,
   segment after segment (cache, then the new-key slots); ``cu_seqlens`` delimit the segments and the
   kernel lets each query block see its own segment only (bottom-right causal for causal chunks).
-- ``padded`` (SDPA with a block mask; CPU, or a GPU without flash-attn): ``[S, cap, Hkv, d]``, one row per
-  segment, zero padding; the boolean mask ``[S, 1, Lq, keys]`` lets query j of segment i see keys
-  ``< kv_i + q_i`` (and ``<= kv_i + j`` when causal). Cost grows with S * longest segment, not with
-  (sum of lengths)^2 as one dense block-diagonal mask over the flat layout would.
+- ``padded``: ``[S, cap, Hkv, d]``, one row per segment, zero padding. On the CPU: ONE SDPA call with a
+  block mask ``[S, 1, Lq, keys]`` that lets query j of segment i see keys ``< kv_i + q_i`` (and
+  ``<= kv_i + j`` when causal); its cost grows with S * longest segment, not with (sum of lengths)^2 as
+  one dense block-diagonal mask over the flat layout would. On a GPU without flash-attn: one unmasked
+  SDPA call per segment on views of the buffer (the matmuls around attention stay packed).
 
 Growable plans (``extra`` > 0, batched decoding) are always padded: :meth:`PackedPlan.commit` keeps the
 last keys, :meth:`PackedPlan.select` drops finished segments. With flash-attn they call the dense flash
@@ -29,7 +30,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from .attention import flash_func, flash_varlen_func, resolve_impl
+from .attention import attend, flash_varlen_func, resolve_impl
 
 
 class PackedPlan:
@@ -49,6 +50,7 @@ class PackedPlan:
         dtype: torch.dtype,
         device: torch.device,
         extra: int = 0,
+        per_segment: bool | None = None,
     ) -> None:
         if len(contexts) != len(q_lens) or not contexts:
             raise ValueError("a packed plan needs one query length per context, and at least one context")
@@ -59,6 +61,10 @@ class PackedPlan:
         self.kv_lens = [int(c.kv_len) for c in contexts]
         self.q_lens = [int(n) for n in q_lens]
         self.layout = "flat" if impl == "flash" and extra == 0 else "padded"
+        # padded layout: one masked SDPA call over all segments on the CPU (few big calls beat many small
+        # ones); on a GPU one unmasked kernel call per segment on views of the buffer (no padded work, the
+        # same fast kernel as the one-chunk path; each segment is big enough to fill the GPU)
+        self.per_segment = (impl == "flash" or self.device.type != "cpu") if per_segment is None else per_segment
         ends = [k + q for k, q in zip(self.kv_lens, self.q_lens, strict=True)]
         self.k: list[torch.Tensor] = []
         self.v: list[torch.Tensor] = []
@@ -168,12 +174,11 @@ class PackedPlan:
         s, cap, hkv, d = kb.shape
         kb.view(s * cap, hkv, d).index_copy_(0, self.slots, k)
         vb.view(s * cap, hkv, d).index_copy_(0, self.slots, v)
-        if self.impl == "flash":  # growable plan on flash: one dense call per segment, on views
-            fn, outs, row = flash_func(), [], 0
+        if self.per_segment:
+            outs, row = [], 0
             for i, (n_kv, n_q) in enumerate(zip(self.kv_lens, self.q_lens, strict=True)):
-                seg = q[row : row + n_q][None]
-                keys, vals = kb[i : i + 1, : n_kv + n_q], vb[i : i + 1, : n_kv + n_q]
-                outs.append(fn(seg, keys, vals, causal=self.causal and n_q > 1)[0])
+                keys, vals = kb[i, : n_kv + n_q], vb[i, : n_kv + n_q]
+                outs.append(attend(q[row : row + n_q], keys, vals, causal=self.causal, impl=self.impl))
                 row += n_q
             return torch.cat(outs)
         h, lq = q.shape[1], self.max_q
