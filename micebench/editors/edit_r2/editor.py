@@ -176,6 +176,15 @@ class EditR2Editor(Editor):
                 self._engine.llm.compile_layers()
         return self._engine
 
+    def use_engine(self, engine) -> None:
+        """Edit with an already built :class:`.context.Engine` (benchmarks: a full-size model with random
+        weights built on the GPU); the checkpoint options are then not used."""
+        self._engine = engine
+        engine.vae_resize = (1024, self.config.context_min_side, 16)
+        engine.llm.attn_impl = self.config.attn_impl
+        if self.config.compile and not engine.llm.compiled:
+            engine.llm.compile_layers()
+
     def preflight(self) -> None:
         """Cheap checks before any work (no weights read): torch and safetensors importable, flash-attn
         present when ``attn_impl=flash``, the checkpoint folder found. Raises :class:`SetupError`."""
