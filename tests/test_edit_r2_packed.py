@@ -468,3 +468,14 @@ def test_flash_varlen_packed_equals_sdpa_on_gpu(ckpt):
     want = torch.stack([torch.stack([sdpa.velocity(c, x[i].cuda(), 0.5, 3, 3) for c in cs])
                         for i, cs in enumerate(contexts(sdpa, 3))])  # fmt: skip
     assert (got - want).abs().max() < 0.03
+
+
+def test_use_engine_edits_with_a_prebuilt_engine(ckpt):
+    """What bench/edit_r2_gpu.py does with its random full-size model: no checkpoint is read."""
+    eng, _ = load_engine(ckpt, "cpu", torch.float32)
+    ed = create_editor("edit-r2", {"weights": "/nowhere", "resolution": 48, "steps": 2, "context_min_side": 48,
+                                   "attn_impl": "sdpa"})  # fmt: skip
+    ed.use_engine(eng)
+    assert ed.engine is eng and eng.vae_resize == (1024, 48, 16) and eng.llm.attn_impl == "sdpa"
+    req = EditRequest(session=sessions()[0][0], turn_index=0, source_image=source(0), instruction=TEXTS[0])
+    assert ed.edit([req])[0].image.size == (48, 48)
