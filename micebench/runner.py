@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from micebench.editors.base import Editor
-from micebench.images import BadImageError, as_rgb_image, load_image
+from micebench.images import BadImageError, as_rgb_image, load_source
 from micebench.judges.base import Judge
 from micebench.spec import EditRequest, EditResult, Judgement, JudgeRequest, Session
 from micebench.store import RunStore, RunStoreError, TurnRecord
@@ -220,7 +220,7 @@ class Runner:
 
     def _request(self, s: Session, t: int, records: dict[tuple[str, int], TurnRecord]) -> tuple[EditRequest, str]:
         if t == 0:
-            source = load_image(s.source_image, f"session {s.id}: source image")
+            source = load_source(s)  # resized when the suite says so (MICE-Bench: 512 x 512)
             source_hash = self.store.put_image(source)
         else:
             source_hash = records[(s.id, 0)].input_hash or ""
@@ -284,7 +284,7 @@ class Runner:
                 )
             except RunStoreError as e:
                 unreadable += [(s.id, t, Judgement.unscored(m, f"image unreadable: {e}", judge=judge.name))
-                               for m in judge.metrics]
+                               for m in judge.metric_names]
                 continue
             requests.append(req)
             kept.append((s, t))
@@ -305,7 +305,7 @@ class Runner:
                 why = results[i]
             elif results is not None and isinstance(results[i], (list, tuple)):
                 got = {j.metric: j for j in results[i] if isinstance(j, Judgement)}
-            for metric in judge.metrics or tuple(got):
+            for metric in judge.metric_names or tuple(got):
                 j = got.get(metric)
                 if j is None:
                     j = Judgement.unscored(metric, why or f"judge {judge.name} returned no judgement for {metric}")

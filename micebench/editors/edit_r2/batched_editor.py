@@ -105,7 +105,9 @@ def _edit_together(editor, engine, requests: list[EditRequest]) -> list[tuple[An
         items = [
             (states[i].gen, list(requests[i].history_instructions), requests[i].instruction, modes[i]) for i in todo
         ]
-        rewrites = ic_cot_rewrite_batch(engine, items, c.max_think_tokens, editor._ic_cot_system_prompt())
+        text = editor._ic_cot_texts()
+        questions = [text.question(history, current, mode) for _, history, current, mode in items]
+        rewrites = ic_cot_rewrite_batch(engine, items, c.max_think_tokens, editor._ic_cot_system_prompt(), questions)
         from .editor import rewrite_extra
 
         for i, rw in zip(todo, rewrites, strict=True):

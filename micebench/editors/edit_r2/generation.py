@@ -160,10 +160,12 @@ def ic_cot_rewrite(
     mode: str,
     max_length: int = 300,
     system_prompt: str = THINK_SYSTEM_PROMPT,
+    question: str | None = None,
 ) -> Rewrite:
-    """Run IC-CoT on a scratch copy of ``gen`` (``gen`` itself is not changed)."""
+    """Run IC-CoT on a scratch copy of ``gen`` (``gen`` itself is not changed). ``question``: the rewrite
+    request to ask (e.g. the authors' text, see ``prompts.ic_cot_text``); default: this project's paraphrase."""
     scratch = engine.add_text(gen, system_prompt)
-    scratch = engine.add_text(scratch, rewrite_request(history, current, mode))
+    scratch = engine.add_text(scratch, rewrite_request(history, current, mode) if question is None else question)
     raw, n = greedy_decode(engine, scratch, max_length)
     instruction, fallback = extract_instruction(raw, current)
     return Rewrite(instruction=instruction, raw_output=raw, fallback=fallback, num_tokens=n)
@@ -174,10 +176,12 @@ def ic_cot_rewrite_batch(
     items: list[tuple[Context, list[str], str, str]],
     max_length: int = 300,
     system_prompt: str = THINK_SYSTEM_PROMPT,
+    questions: list[str] | None = None,
 ) -> list[Rewrite]:
-    """:func:`ic_cot_rewrite` for several turns ``(gen, history, current, mode)``, decoded as one batch."""
+    """:func:`ic_cot_rewrite` for several turns ``(gen, history, current, mode)``, decoded as one batch.
+    ``questions``: the rewrite request of each turn (default: this project's paraphrase)."""
     scratches = add_texts_batch(engine, [gen for gen, *_ in items], [system_prompt] * len(items))
-    requests = [rewrite_request(history, current, mode) for _, history, current, mode in items]
+    requests = questions or [rewrite_request(history, current, mode) for _, history, current, mode in items]
     scratches = add_texts_batch(engine, scratches, requests)
     decoded = greedy_decode_batch(engine, scratches, max_length)
     out = []
