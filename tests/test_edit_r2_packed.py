@@ -479,3 +479,26 @@ def test_use_engine_edits_with_a_prebuilt_engine(ckpt):
     assert ed.engine is eng and eng.vae_resize == (1024, 48, 16) and eng.llm.attn_impl == "sdpa"
     req = EditRequest(session=sessions()[0][0], turn_index=0, source_image=source(0), instruction=TEXTS[0])
     assert ed.edit([req])[0].image.size == (48, 48)
+
+
+def test_the_batched_ic_cot_asks_the_editors_question(ckpt, monkeypatch):
+    """The packed path sends the same IC-CoT texts as the one-at-a-time path (paraphrase or the authors')."""
+    from micebench.editors.edit_r2 import batched_editor
+    from micebench.editors.edit_r2.prompts import IcCotText
+
+    ed = create_editor("edit-r2", options(ckpt, ic_cot="cu"))
+    ed.ic_cot_text = IcCotText("upstream", "PH-SYSTEM", lambda h, c, m: f"PH-Q|{'/'.join(h)}|{c}|{m}", "0" * 64)
+    calls = []
+    real = batched_editor.ic_cot_rewrite_batch
+
+    def spy(engine, items, max_length, system_prompt, questions):
+        calls.append((system_prompt, questions))
+        return real(engine, items, max_length, system_prompt, questions)
+
+    monkeypatch.setattr(batched_editor, "ic_cot_rewrite_batch", spy)
+    results = run_turn_synchronous(ed, 3)
+    assert calls == [
+        ("PH-SYSTEM", [f"PH-Q|{TEXTS[0]}|{TEXTS[1]}|cu"] * 2),  # turn 2 of s1 and s2, decoded together
+        ("PH-SYSTEM", [f"PH-Q|{TEXTS[0]}/{TEXTS[1]}|{TEXTS[2]}|cu"]),  # turn 3 of s2
+    ]
+    assert results["s2", 2].extra["ic_cot_mode"] == "cu"
