@@ -34,19 +34,12 @@ def make_suite(folder: Path, n: int, size: int = 256) -> Path:
         name = f"source_image/{i:06d}.png"
         base = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
         Image.fromarray(base).resize((size, size), Image.BILINEAR).save(folder / name)
-        lines.append(
-            json.dumps(
-                {
-                    "image": name,
-                    "instruction": ["Remove the cup", "Make it red", "Add a dog"],
-                    "task_type": ["subject_remove", "color_alter", "subject_add"],
-                    "formatted_instruction": ["Remove [cup]", "Change the color of [plate] to [red]", "Add [dog]"],
-                    "bg_consistency": [True] * 3,
-                    "unchanged_objects": [["plate"]] * 3,
-                    "all_objects": [["cup", "plate"]] * 3,
-                }
-            )
-        )
+        lines.append(json.dumps({
+            "image": name, "instruction": ["Remove the cup", "Make it red", "Add a dog"],
+            "task_type": ["subject_remove", "color_alter", "subject_add"],
+            "formatted_instruction": ["Remove [cup]", "Change the color of [plate] to [red]", "Add [dog]"],
+            "bg_consistency": [True] * 3, "unchanged_objects": [["plate"]] * 3, "all_objects": [["cup", "plate"]] * 3,
+        }))
     (folder / "test_metadata.jsonl").write_text("\n".join(lines))
     return folder
 
@@ -69,13 +62,9 @@ def one(n: int) -> dict:
         Runner(store, settings).judge(build_judges([("pixel", {})]))
         judge_s = time.perf_counter() - t1
     turns = 3 * n
-    return {
-        "sessions": n,
-        "turns": turns,
-        "edit_ms_per_turn": 1000 * edit_s / turns,
-        "judge_ms_per_turn": 1000 * judge_s / turns,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    }
+    return {"sessions": n, "turns": turns, "edit_ms_per_turn": 1000 * edit_s / turns,
+            "judge_ms_per_turn": 1000 * judge_s / turns,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def main() -> None:
@@ -90,10 +79,8 @@ def main() -> None:
     for n in args.sessions:
         out = subprocess.run([sys.executable, __file__, "--child", str(n)], capture_output=True, text=True, check=True)
         r = json.loads(out.stdout.strip().splitlines()[-1])
-        print(
-            f"{r['sessions']:>8} {r['turns']:>6} {r['edit_ms_per_turn']:>13.2f} {r['judge_ms_per_turn']:>14.2f} "
-            f"{r['peak_rss_mb']:>12.1f}"
-        )
+        print(f"{r['sessions']:>8} {r['turns']:>6} {r['edit_ms_per_turn']:>13.2f} {r['judge_ms_per_turn']:>14.2f} "
+              f"{r['peak_rss_mb']:>12.1f}")
 
 
 if __name__ == "__main__":
