@@ -145,7 +145,10 @@ def test_ic_cot_end_to_end_through_the_diffusers_editor(server, tmp_path, tiny_i
     from micebench.evaluate import start_run
     from micebench.runner import RunSettings
 
-    script = ChatScript(lambda prompt: "Rewritten: " + prompt.split("exactly as the user wrote it:\n")[1].split("\n")[0])
+    def rewrite(prompt: str) -> str:
+        return "Rewritten: " + prompt.split("exactly as the user wrote it:\n")[1].split("\n")[0]
+
+    script = ChatScript(rewrite)
     server.expect_request("/v1/chat/completions", method="POST").respond_with_handler(script)
     data = suite(tmp_path / "suite", n_sessions=2, n_turns=2)
     opts = {"model": tiny_ip2p, "steps": 2, "context": "ic-cot", "vlm_base_url": server.url_for("/v1"),

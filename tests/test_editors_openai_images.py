@@ -164,7 +164,8 @@ def test_missing_key_is_a_setup_error(server, monkeypatch):
 
 
 def test_bad_answers_are_error_rows(server):
-    server.expect_request("/v1/images/edits", method="POST").respond_with_json({"data": [{"b64_json": "bm90IGFuIGltYWdl"}]})
+    not_an_image = base64.b64encode(b"not an image").decode()
+    server.expect_request("/v1/images/edits", method="POST").respond_with_json({"data": [{"b64_json": not_an_image}]})
     res = editor(server).edit([request(0)])[0]
     assert res.error is not None and "cannot be read" in res.error
     server.clear()

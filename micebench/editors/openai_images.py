@@ -38,7 +38,8 @@ class OpenAIImagesConfig(ContextOptions):
 
     model: str = Field("gpt-image-1", description="Model name sent with each request.")
     base_url: str | None = Field(None, description="API root ending before /images/edits.")
-    base_url_env: str = Field("OPENAI_BASE_URL", description=f"Variable read when no base_url (else {DEFAULT_BASE_URL}).")
+    base_url_env: str = Field("OPENAI_BASE_URL",
+                              description=f"Variable read when no base_url (else {DEFAULT_BASE_URL}).")
     api_key_env: str = Field("OPENAI_API_KEY", description="Name of the variable that holds the key.")
     require_key: bool = Field(True, description="false: send no key when the variable is unset (local servers).")
     size: str | None = Field(None, description="e.g. 1024x1024, 1536x1024, auto.")
@@ -112,7 +113,8 @@ class OpenAIImagesEditor(Editor):
             raise SetupError("openai-images editor: httpx is not installed; pip install 'micebench[api]'") from e
         if self.config.require_key and not self._key():
             raise SetupError(f"openai-images editor: no API key; set the environment variable "
-                             f"{self.config.api_key_env} (or -M api_key_env=NAME, or -M require_key=false)")  # fmt: skip
+                             f"{self.config.api_key_env} (or -M api_key_env=NAME, "
+                             "or -M require_key=false)")  # fmt: skip
         if not self.base_url.startswith(("http://", "https://")):
             raise SetupError(f"openai-images editor: base URL {self.base_url!r} must start with http:// or https://")
         self.context.check()
