@@ -212,3 +212,14 @@ def test_key_never_reaches_the_run_directory(server, tmp_path):
     assert all(e["usage"] == {"total_tokens": 7} for e in extras)
     manifest = json.loads((res.run_dir / "manifest.json").read_text())
     assert manifest["editor"]["config"]["api_key_env"] == "OPENAI_API_KEY"
+
+
+def test_a_server_that_echoes_the_key_does_not_put_it_in_the_error(server):
+    def echo(req: Request) -> Response:
+        msg = f"bad request with header {req.headers.get('Authorization')}"
+        return Response(json.dumps({"error": {"message": msg}}), status=400, content_type="application/json")
+
+    server.expect_request("/v1/images/edits", method="POST").respond_with_handler(echo)
+    res = editor(server).edit([request(0)])[0]
+    assert res.error is not None and "bad request with header Bearer [API key]" in res.error
+    assert KEY not in res.error

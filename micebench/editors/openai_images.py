@@ -168,7 +168,8 @@ class OpenAIImagesEditor(Editor):
             body, attempts = self._post(client, data, files)
             image = self._image(client, body)
         except _Failed as e:
-            return EditResult(error=f"openai-images: {e}", extra=plan.extra, seconds=time.perf_counter() - start)
+            return EditResult(error=self._redact(f"openai-images: {e}"), extra=plan.extra,
+                              seconds=time.perf_counter() - start)  # fmt: skip
         extra = {**plan.extra, "attempts": attempts}
         if isinstance(body.get("usage"), dict):
             extra["usage"] = body["usage"]
@@ -177,6 +178,11 @@ class OpenAIImagesEditor(Editor):
             extra["revised_prompt"] = first["revised_prompt"]
         return EditResult(image=image, effective_instruction=plan.instruction, extra=extra,
                           seconds=time.perf_counter() - start)  # fmt: skip
+
+    def _redact(self, text: str) -> str:
+        """An error may quote the server, and a server may echo the request: the key never goes to a row."""
+        key = self._key()
+        return text.replace(key, "[API key]") if key else text
 
     def _post(self, client: Any, data: dict[str, str], files: list) -> tuple[dict, int]:
         import httpx
