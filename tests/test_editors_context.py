@@ -203,3 +203,20 @@ def tiny_ip2p(tmp_path_factory):
     torch.set_num_threads(1)  # see test_editors_diffusers: threads only wait on each other here
     yield str(build_instruct_pix2pix(tmp_path_factory.mktemp("ip2p") / "ip2p"))
     torch.set_num_threads(before)
+
+
+def test_ic_cot_preflight_checks_the_server_before_any_work(server, monkeypatch):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+    with pytest.raises(SetupError, match="cannot be reached"):
+        ctx(context="ic-cot", vlm_base_url=closed, vlm_model="m").preflight()
+    ctx(context="ic-cot", vlm_base_url=server.url_for("/v1"), vlm_model="m").preflight()  # answers (404): there
+    server.expect_request("/v1/models").respond_with_data("no", status=401)
+    monkeypatch.setenv("MICEBENCH_VLM_API_KEY", "wrong")
+    with pytest.raises(SetupError, match=r"refused the key \(HTTP 401\); check \$MICEBENCH_VLM_API_KEY"):
+        ctx(context="ic-cot", vlm_base_url=server.url_for("/v1"), vlm_model="m").preflight()
+    assert server.log[-1][0].headers["Authorization"] == "Bearer wrong"
+    ctx(context="chain", vlm_base_url=closed).preflight()  # no VLM needed, none checked

@@ -96,6 +96,7 @@ class CommandEditor(Editor):
     def __init__(self, config: CommandConfig | None = None, *, vlm: Any = None) -> None:
         super().__init__(config)
         self.context = SessionContext(self.config, editor="command editor", vlm=vlm)
+        self._ready = False
 
     def preflight(self) -> None:
         exe = self.config.command[0]
@@ -104,7 +105,8 @@ class CommandEditor(Editor):
             raise SetupError(f"command editor: {exe!r} is not an executable (not on PATH, not an executable file)")
         if self.config.cwd is not None and not Path(self.config.cwd).is_dir():
             raise SetupError(f"command editor: cwd {self.config.cwd} is not a folder")
-        self.context.check()
+        self.context.preflight()
+        self._ready = True
 
     def describe(self) -> dict[str, Any]:
         out = super().describe()
@@ -112,7 +114,8 @@ class CommandEditor(Editor):
         return out
 
     def edit(self, requests: list[EditRequest]) -> list[EditResult]:
-        self.preflight()
+        if not self._ready:
+            self.preflight()
         plans = self.context.plan(requests)
         results: list[EditResult | None] = [None] * len(requests)
         todo = []

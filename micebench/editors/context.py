@@ -186,6 +186,35 @@ class SessionContext:
         if not o.vlm_model:
             raise SetupError(f"{self.editor}: context=ic-cot needs -M vlm_model=NAME (the model the server serves)")
 
+    def preflight(self) -> None:
+        """Before any work: the cheap checks, then for ic-cot make sure the VLM can answer. A server
+        must be reachable and accept the key (GET /models; any other answer counts as reachable);
+        a local VLM is loaded. Raises SetupError with one line."""
+        if self.mode != "ic-cot" or self._vlm is not None:
+            return
+        self.check()
+        o = self.options
+        if o.vlm_backend == "transformers":
+            _ = self.vlm
+            return
+        import urllib.error
+        import urllib.request
+
+        base = (o.vlm_base_url or os.environ.get(o.vlm_base_url_env, "")).rstrip("/")
+        key = os.environ.get(o.vlm_api_key_env)
+        req = urllib.request.Request(base + "/models", headers={"Authorization": f"Bearer {key}"} if key else {})
+        try:
+            with urllib.request.urlopen(req, timeout=min(10.0, o.vlm_timeout_s)):
+                return
+        except urllib.error.HTTPError as e:
+            if e.code in (401, 403):
+                raise SetupError(f"{self.editor}: the ic-cot VLM server at {base} refused the key (HTTP {e.code}); "
+                                 f"check ${o.vlm_api_key_env}") from e  # fmt: skip
+            return  # it answered: reachable (not every server serves /models)
+        except (urllib.error.URLError, TimeoutError, OSError) as e:
+            reason = getattr(e, "reason", e)
+            raise SetupError(f"{self.editor}: the ic-cot VLM server at {base} cannot be reached: {reason}") from e
+
     @property
     def vlm(self) -> Any:
         if self._vlm is None:

@@ -13,7 +13,9 @@ where the family allows it and the images have the same size; the multi-image Qw
 prompt per call. The manifest records the family, the pipeline class, the pipeline's own ``__call__``
 defaults, the family defaults and the exact arguments used.
 
-diffusers and torch are imported only when the editor is prepared (``preflight``/``load``/``edit``).
+diffusers and torch are imported only when the editor is prepared: ``resolve()`` (cheap: reads
+``model_index.json`` and checks the options, no weights), ``preflight()`` = ``load()`` (the weights,
+and the ic-cot VLM if any), or the first ``edit()``.
 """
 
 from __future__ import annotations
@@ -173,7 +175,7 @@ class DiffusersEditor(Editor):
         self._resolved: Resolved | None = None
 
     # -- preparing ---------------------------------------------------------------------------
-    def preflight(self) -> Resolved:
+    def resolve(self) -> Resolved:
         """Check everything that can be checked without loading weights; raise SetupError if wrong."""
         if self._resolved is not None:
             return self._resolved
@@ -253,13 +255,14 @@ class DiffusersEditor(Editor):
                                  "pip install 'micebench[diffusers]'")  # fmt: skip
         return device, dtype
 
-    @property
-    def pipeline(self) -> Any:
-        return self.load()
+    def preflight(self) -> None:
+        """Before any work: load the pipeline (and check the ic-cot VLM); SetupError if anything fails."""
+        self.load()
 
     def load(self) -> Any:
         """Load the pipeline onto its device (once); raise SetupError when it cannot be loaded."""
-        r = self.preflight()
+        r = self.resolve()
+        self.context.preflight()
         if self._pipe is not None:
             return self._pipe
         import diffusers
@@ -294,7 +297,7 @@ class DiffusersEditor(Editor):
         """Config, family, pipeline class, the pipeline's own defaults and the arguments actually used."""
         import importlib.metadata
 
-        r = self.preflight()
+        r = self.resolve()
         out = super().describe()
         out.update(
             family=r.family,

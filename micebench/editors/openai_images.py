@@ -93,6 +93,7 @@ class OpenAIImagesEditor(Editor):
         super().__init__(config)
         self.context = SessionContext(self.config, editor="openai-images", vlm=vlm)
         self._client = None
+        self._ready = False
         self._lock = threading.Lock()
         self.requests_made = 0  # HTTP attempts, for tests and the curious
 
@@ -106,7 +107,8 @@ class OpenAIImagesEditor(Editor):
         return os.environ.get(self.config.api_key_env) or None
 
     def preflight(self) -> None:
-        """Cheap checks: httpx installed, a key present (when required), a usable URL, the ic-cot VLM set."""
+        """Before any work: httpx installed, a key present (when required), a usable URL, the ic-cot VLM
+        reachable. The image API itself is not called: that would cost money."""
         try:
             import httpx  # noqa: F401
         except ImportError as e:
@@ -117,10 +119,12 @@ class OpenAIImagesEditor(Editor):
                              "or -M require_key=false)")  # fmt: skip
         if not self.base_url.startswith(("http://", "https://")):
             raise SetupError(f"openai-images editor: base URL {self.base_url!r} must start with http:// or https://")
-        self.context.check()
+        self.context.preflight()
+        self._ready = True
 
     def load(self) -> Any:
-        self.preflight()
+        if not self._ready:
+            self.preflight()
         if self._client is None:
             import httpx
 
