@@ -284,12 +284,15 @@ class DiffusersEditor(Editor):
         except Exception as e:  # missing files, wrong layout, a hub id not in the cache: one line, exit 2
             raise SetupError(f"diffusers editor: cannot load {r.pipeline} from {c.model!r}: {_one_line(e)}") from e
         pipe.set_progress_bar_config(disable=True)
-        if c.offload == "model":
-            pipe.enable_model_cpu_offload(device=device)
-        elif c.offload == "sequential":
-            pipe.enable_sequential_cpu_offload(device=device)
-        else:
-            pipe.to(device)
+        try:
+            if c.offload == "model":
+                pipe.enable_model_cpu_offload(device=device)
+            elif c.offload == "sequential":
+                pipe.enable_sequential_cpu_offload(device=device)
+            else:
+                pipe.to(device)
+        except (RuntimeError, ValueError) as e:  # e.g. no such GPU index, out of memory while moving
+            raise SetupError(f"diffusers editor: cannot put {r.pipeline} on {device}: {_one_line(e)}") from e
         self._pipe = pipe
         return pipe
 
