@@ -10,8 +10,9 @@ import pytest
 from click.testing import CliRunner
 from results_fixtures import JUDGES, default_scores, make_run
 
-from micebench import gate, leaderboard, tables
-from micebench.cli_results import gate as gate_cmd
+from micebench.results import gate, leaderboard
+from micebench.results.cli import gate as gate_cmd
+from micebench.results.run import open_run
 
 N = 40
 
@@ -33,7 +34,7 @@ def shifted(delta_if: float, noise: float = 0.0, seed: int = 0):
 def board(tmp_path):
     base = make_run(tmp_path, "base", n_sessions=N, scores=shifted(0.0))
     path = tmp_path / "lb" / "synth.csv"
-    leaderboard.publish([tables.load_run(base)], path)
+    leaderboard.publish([open_run(base)], path)
     return path
 
 
@@ -75,7 +76,7 @@ def test_large_but_insignificant_drop_passes(tmp_path):
     # 6 sessions, IF down 0.5 in 2 of them: a mean drop of 0.11, but the paired CI reaches 0 (noise).
     base = make_run(tmp_path, "base", n_sessions=6, scores=shifted(0.0))
     path = tmp_path / "lb.csv"
-    leaderboard.publish([tables.load_run(base)], path)
+    leaderboard.publish([open_run(base)], path)
 
     def few(rng, s, t):
         vals = shifted(0.0)(rng, s, t)
@@ -83,7 +84,7 @@ def test_large_but_insignificant_drop_passes(tmp_path):
         return vals
 
     run = make_run(tmp_path, "run", n_sessions=6, scores=few)
-    result = gate.run_gate(tables.load_run(run), path, metrics=["scene_if"])
+    result = gate.run_gate(open_run(run), path, metrics=["scene_if"], min_pairs=2)
     (check,) = result.checks
     assert check.delta < -0.02 and check.ci_high > -1e-9
     assert check.verdict == "ok" and result.exit_code == 0
@@ -134,7 +135,7 @@ def test_usage_errors_exit_2(tmp_path, board):
 
 def test_partial_run_pairs_on_common_sessions(tmp_path, board):
     run = make_run(tmp_path, "part", n_sessions=N // 2, scores=shifted(0.0))
-    result = gate.run_gate(tables.load_run(run), board)
+    result = gate.run_gate(open_run(run), board)
     assert all(c.paired_sessions == N // 2 for c in result.checks)
     assert any("paired 20 sessions" in n for n in result.notes)
     assert all(c.delta == pytest.approx(0.0) for c in result.checks) and result.exit_code == 0
@@ -157,7 +158,7 @@ def test_unscored_metric_is_no_data_and_json_is_strict(tmp_path, board):
     cc = next(c for c in payload["checks"] if c["metric"] == "scene_cc")
     assert cc["verdict"] == "no data" and cc["delta"] is None and cc["run_coverage"] == 0.0
     assert any("not in the baseline, not gated: scene_new" in n for n in payload["notes"])
-    result = gate.run_gate(tables.load_run(run), board, max_coverage_drop=None)
+    result = gate.run_gate(open_run(run), board, max_coverage_drop=None)
     suite = ET.fromstring(gate.junit_xml(result).split("?>", 1)[1])
     assert suite.get("skipped") == "1" and suite.get("failures") == "0"
 
@@ -174,3 +175,41 @@ def test_coverage_drop_fails_even_when_scored_turns_look_the_same(tmp_path, boar
     invoke(run, "--baseline", board, "--junit", junit)
     failures = [f.get("message") for f in ET.parse(junit).getroot().iter("failure")]
     assert failures and all("lost coverage" in m for m in failures)
+
+
+def test_too_few_pairs_is_insufficient_with_exit_3_in_table_json_and_junit(tmp_path, board):
+    run = make_run(tmp_path, "few", n_sessions=4, scores=shifted(0.0))  # 4 paired sessions < 10
+    junit = tmp_path / "gate.xml"
+    res = invoke(run, "--baseline", board, "--junit", junit)
+    assert res.exit_code == 3, res.output
+    assert "gate: INSUFFICIENT" in res.output and "fewer than --min-pairs 10" in res.output
+    js = invoke(run, "--baseline", board, "--json")
+    payload = json.loads(js.output)
+    assert js.exit_code == 3 and payload["verdict"] == "insufficient" and payload["exit_code"] == 3
+    assert {c["verdict"] for c in payload["checks"]} == {"insufficient"} and not payload["passed"]
+    suite = ET.parse(junit).getroot()
+    assert suite.get("errors") == "3" and suite.get("failures") == "0"
+    assert all(c.find("error") is not None for c in suite.iter("testcase"))
+    # the same run passes when the user accepts 4 pairs, and a real regression still exits 1
+    assert invoke(run, "--baseline", board, "--min-pairs", "4").exit_code == 0
+    worse = make_run(tmp_path, "few-worse", n_sessions=12, scores=shifted(-0.5))
+    assert invoke(worse, "--baseline", board).exit_code == 1
+    assert invoke(run, "--baseline", board, "--min-pairs", "0").exit_code == 2
+
+
+def _manifest_judges(run_dir, **fields):
+    m = json.loads((run_dir / "manifest.json").read_text())
+    m["judges"] = [{**j, **fields} for j in m["judges"]]
+    (run_dir / "manifest.json").write_text(json.dumps(m))
+    return run_dir
+
+
+def test_gate_refuses_random_weights_and_another_judge_protocol(tmp_path, board):
+    random = _manifest_judges(make_run(tmp_path, "rnd", n_sessions=N), random_weights=True)
+    res = invoke(random, "--baseline", board)
+    assert res.exit_code == 2 and "random weights" in res.output
+    upstream = _manifest_judges(make_run(tmp_path, "up", n_sessions=N), protocol="upstream")
+    res = invoke(upstream, "--baseline", board)
+    assert res.exit_code == 2 and "judge protocol differs (scene: upstream vs strict" in res.output
+    strict = _manifest_judges(make_run(tmp_path, "st", n_sessions=N), protocol="strict")
+    assert invoke(strict, "--baseline", board).exit_code == 0  # absent means strict: the same protocol
