@@ -180,6 +180,10 @@ class SessionContext:
             if not o.vlm_path:
                 raise SetupError(f"{self.editor}: context=ic-cot with vlm_backend=transformers needs -M vlm_path=DIR")
             return
+        import importlib.util
+
+        if importlib.util.find_spec("httpx") is None:
+            raise SetupError(f"{self.editor}: context=ic-cot with a server needs httpx: pip install 'micebench[vlm]'")
         if not (o.vlm_base_url or os.environ.get(o.vlm_base_url_env)):
             raise SetupError(f"{self.editor}: context=ic-cot needs a VLM server: -M vlm_base_url=URL or "
                              f"the environment variable {o.vlm_base_url_env}")  # fmt: skip
