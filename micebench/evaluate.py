@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import micebench
-from micebench.editors.base import create_editor
+from micebench.executors import ExecutorSpec, make_executor
 from micebench.judges.base import Judge, create_judge
 from micebench.runner import EditSummary, Runner, RunSettings
 from micebench.store import RunStore, RunStoreError
@@ -92,8 +92,14 @@ def start_run(
     settings: RunSettings | None = None,
     seed: int | None = 0,
     command_line: str = "",
+    executor: ExecutorSpec | None = None,
+    shard: dict[str, Any] | None = None,
 ) -> RunResult:
-    """Create a run directory for ``suite`` x ``editor``, edit every turn, then judge."""
+    """Create a run directory for ``suite`` x ``editor``, edit every turn, then judge.
+
+    ``executor`` says where editors and judges run (default: here, see micebench.executors);
+    ``shard`` (from :func:`micebench.merge.shard_suite`) marks the run as one shard of a larger suite.
+    """
     from micebench import registry
 
     settings = settings or RunSettings()
@@ -104,6 +110,8 @@ def start_run(
 
     editor_config = build_config(editor_cls.Config, editor_options, where=f"editor {editor!r}").model_dump(mode="json")
     judge_objs = build_judges(judges, seed)
+    runs_on = make_executor(executor)
+    runs_on.setup()  # a cluster that is not there stops the run here, before a run directory exists
     run_id = run_name or f"{time.strftime('%Y%m%d-%H%M%S')}-{suite.name}-{editor}-{secrets.token_hex(2)}".replace(
         "/", "_"
     )
@@ -130,13 +138,23 @@ def start_run(
         },
         "editor": {"name": editor, "config": editor_config, "config_hash": config_hash(editor_config)},
         "judges": [describe_judge(j) for j in judge_objs],
+        "executor": runs_on.describe(),
+        "shard": shard,
     }
-    store = RunStore.create(Path(out) / run_id, manifest, suite.sessions)
-    return _execute(store, editor, editor_options, judge_objs, settings)
+    try:
+        store = RunStore.create(Path(out) / run_id, manifest, suite.sessions)
+    except BaseException:
+        runs_on.close()
+        raise
+    return _execute(store, editor, editor_options, judge_objs, settings, runs_on)
 
 
-def resume_run(run_dir: str | Path, progress: bool = True) -> RunResult:
-    """Finish an interrupted run: edit what is missing, judge what is unjudged, export."""
+def resume_run(run_dir: str | Path, progress: bool = True, executor: ExecutorSpec | None = None) -> RunResult:
+    """Finish an interrupted run: edit what is missing, judge what is unjudged, export.
+
+    It runs on the executor recorded in the manifest unless ``executor`` says otherwise (e.g. a
+    Ray run finished on one machine); the manifest then lists the executors the run has used.
+    """
     store = RunStore.open(run_dir)
     store.repair()
     m = store.read_manifest()
@@ -149,18 +167,29 @@ def resume_run(run_dir: str | Path, progress: bool = True) -> RunResult:
                 f"(key {j.key} vs {recorded.get('key')}); its code or defaults changed. "
                 f"Use `micebench score {run_dir} --judge {j.name}` to score with the new version."
             )
-    return _execute(store, m["editor"]["name"], m["editor"]["config"], judges, settings)
+    spec = executor or ExecutorSpec.from_manifest(m.get("executor"))
+    runs_on = make_executor(spec)
+    runs_on.setup()
+    now = runs_on.describe()
+    if m.get("executor") and now != m["executor"]:
+        store.update_manifest(executor=now, previous_executors=[*m.get("previous_executors", []), m["executor"]])
+    return _execute(store, m["editor"]["name"], m["editor"]["config"], judges, settings, runs_on)
 
 
-def score_run(run_dir: str | Path, judges: list[tuple[str, dict[str, Any]]], settings: RunSettings) -> RunResult:
+def score_run(run_dir: str | Path, judges: list[tuple[str, dict[str, Any]]], settings: RunSettings,
+              executor: ExecutorSpec | None = None) -> RunResult:
     """Score a run's stored images with (other) judges, without editing again."""
     store = RunStore.open(run_dir)
     judge_objs = build_judges(judges, store.read_manifest().get("seed"))
     m = store.read_manifest()
     entries = [j for j in m.get("judges", []) if j["name"] not in {x.name for x in judge_objs}]
     store.update_manifest(judges=entries + [describe_judge(j) for j in judge_objs])
-    runner = Runner(store, settings)
-    judged = runner.judge(judge_objs)
+    runs_on = make_executor(executor)
+    runs_on.setup()
+    try:
+        judged = Runner(store, settings, runs_on).judge(judge_objs)
+    finally:
+        runs_on.close()
     for j in judge_objs:
         j.close()
     export_turn_table(store)
@@ -170,11 +199,11 @@ def score_run(run_dir: str | Path, judges: list[tuple[str, dict[str, Any]]], set
 
 
 def _execute(store: RunStore, editor: str, editor_options: dict[str, Any], judges: list[Judge],
-             settings: RunSettings) -> RunResult:
-    runner = Runner(store, settings)
+             settings: RunSettings, runs_on: Any) -> RunResult:
+    runner = Runner(store, settings, runs_on)
 
     def build_editor():
-        ed = create_editor(editor, editor_options)
+        ed = runs_on.make_editor(editor, editor_options)
         # What the editor says about itself (e.g. a hash of its prompt texts) joins the manifest,
         # and the config hash covers it, so a leaderboard row changes when the editor does.
         described = ed.describe()
@@ -188,6 +217,7 @@ def _execute(store: RunStore, editor: str, editor_options: dict[str, Any], judge
     finally:
         for j in judges:
             j.close()
+        runs_on.close()
         # Whatever happened, the table reflects everything recorded so far.
         export_turn_table(store)
     store.update_manifest(

@@ -106,48 +106,64 @@ def _normalise_result(obj: Any) -> EditResult:
 class Runner:
     """Drives one run directory through the edit and judge phases."""
 
-    def __init__(self, store: RunStore, settings: RunSettings) -> None:
+    def __init__(self, store: RunStore, settings: RunSettings, executor: Any = None) -> None:
         self.store = store
         self.settings = settings
+        if executor is None:
+            from micebench.executors.local import LocalExecutor
+
+            executor = LocalExecutor()
+        # Where editors and judges run (micebench.executors); this object stays the only writer of the store.
+        self.executor = executor
 
     # -- edit phase ---------------------------------------------------------------
     def edit(self, editor_factory: Callable[[], Editor]) -> EditSummary:
-        """Edit every pending turn. The editor is built only if there is something to edit."""
+        """Edit every pending turn. The editor is built only if there is something to edit.
+
+        The executor runs :meth:`edit_sessions` (in this thread, or one lane per worker) and
+        hands back each batch's records; they are committed here, as they arrive.
+        """
         sessions = self.store.sessions()
         records = self.store.turn_records()
         total = sum(len(s.turns) for s in sessions)
-        editor: Editor | None = None
         bar = _progress(total, "edit", self.settings.progress)
         bar.update(len(records))
+        stream = self.executor.edit_stream(self, sessions, records, editor_factory)
         try:
-            for t in range(max((len(s.turns) for s in sessions), default=0)):
-                todo: list[Session] = []
-                skipped: list[TurnRecord] = []
-                for s in sessions:
-                    if t >= len(s.turns) or (s.id, t) in records:
-                        continue
-                    prev = records.get((s.id, t - 1)) if t else None
-                    if t == 0 or (prev is not None and prev.status == "ok"):
-                        todo.append(s)
-                    elif prev is not None:
-                        why = f"turn {t} {prev.status}" + (f": {prev.error}" if prev.error else "")
-                        skipped.append(TurnRecord(s.id, t, "skipped", error=why[:500]))
-                if skipped:
-                    self.store.write_turns(skipped)
-                    records.update({(r.session_id, r.turn): r for r in skipped})
-                    bar.update(len(skipped))
-                for batch in _chunks(todo, self.settings.batch_size):
-                    if editor is None:
-                        editor = editor_factory()
-                    new = self._edit_batch(editor, batch, t, records)
-                    self.store.write_turns(new)
-                    records.update({(r.session_id, r.turn): r for r in new})
-                    bar.update(len(new))
+            for new in stream:
+                self.store.write_turns(new)
+                records.update({(r.session_id, r.turn): r for r in new})
+                bar.update(len(new))
         finally:
+            stream.close()  # now, not at garbage collection: this closes the editor
             bar.close()
-            if editor is not None:
-                editor.close()
         return EditSummary.of(records.values())
+
+    def edit_sessions(
+        self, sessions: Sequence[Session], records: dict[tuple[str, int], TurnRecord], get_editor: Callable[[], Any]
+    ) -> Iterator[list[TurnRecord]]:
+        """Turn-synchronous batches over ``sessions``: yields each batch's new records (skipped
+        turns included) for the caller to commit. ``records`` is this caller's view of the run
+        and is updated here; ``get_editor()`` is called only when there is a batch to edit."""
+        for t in range(max((len(s.turns) for s in sessions), default=0)):
+            todo: list[Session] = []
+            skipped: list[TurnRecord] = []
+            for s in sessions:
+                if t >= len(s.turns) or (s.id, t) in records:
+                    continue
+                prev = records.get((s.id, t - 1)) if t else None
+                if t == 0 or (prev is not None and prev.status == "ok"):
+                    todo.append(s)
+                elif prev is not None:
+                    why = f"turn {t} {prev.status}" + (f": {prev.error}" if prev.error else "")
+                    skipped.append(TurnRecord(s.id, t, "skipped", error=why[:500]))
+            if skipped:
+                yield skipped
+                records.update({(r.session_id, r.turn): r for r in skipped})
+            for batch in _chunks(todo, self.settings.batch_size):
+                new = self._edit_batch(get_editor(), batch, t, records)
+                yield new
+                records.update({(r.session_id, r.turn): r for r in new})
 
     def _edit_batch(
         self, editor: Editor, batch: Sequence[Session], t: int, records: dict[tuple[str, int], TurnRecord]
@@ -251,13 +267,15 @@ class Runner:
             todo = [k for k in ok if k not in done]
             written[judge.name] = 0
             bar = _progress(len(todo), f"judge {judge.name}", self.settings.progress)
+            batches = [[(sessions[sid], t) for sid, t in batch] for batch in _chunks(todo, self.settings.batch_size)]
+            stream = self.executor.judge_stream(self, judge, batches, records)
             try:
-                for batch in _chunks(todo, self.settings.batch_size):
-                    items = self._judge_batch(judge, [(sessions[sid], t) for sid, t in batch], records)
+                for n_turns, items in stream:
                     self.store.write_judgements(judge.key, judge.name, items)
                     written[judge.name] += len(items)
-                    bar.update(len(batch))
+                    bar.update(n_turns)
             finally:
+                stream.close()
                 bar.close()
         return written
 
