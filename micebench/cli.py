@@ -21,6 +21,8 @@ LAZY_COMMANDS = {
     "leaderboard": "micebench.cli_results:leaderboard",
     "gate": "micebench.cli_results:gate",
     "report": "micebench.cli_results:report",
+    "merge": "micebench.cli_scale:merge",
+    "export": "micebench.cli_scale:export",
 }
 
 EXIT_OK, EXIT_FAILED_TURNS, EXIT_USAGE = 0, 1, 2
@@ -130,14 +132,24 @@ def _default_judges(suite_name: str) -> tuple[str, ...]:
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False, exists=True),
               help="Finish an interrupted run directory (all other options come from its manifest).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), help="Where editors and judges run: in this "
+              "process, or as Ray actors (pip install 'micebench[ray]').  [default: local]")
+@click.option("--workers", type=click.IntRange(min=1), help="Ray: editor/judge actors.  [default: 1]")
+@click.option("--gpus-per-worker", type=click.FloatRange(min=0), help="Ray: GPUs per actor.  [default: 0]")
+@click.option("--ray-address", metavar="ADDR", help="Ray: an existing cluster (HOST:PORT, ray://..., auto); "
+              "default: start a local one.")
+@click.option("--shard", metavar="K/N", help="Run only shard K of N (sessions split by a hash of their id); "
+              "join the shards with `micebench merge`.")
 def run(suite_spec, suite_opts, models, model_opts, model_config, judges, judge_opts, judge_configs, no_judge, out,
-        run_name, limit, batch_size, turn_timeout, image_root, seed, resume_dir, quiet) -> None:
+        run_name, limit, batch_size, turn_timeout, image_root, seed, resume_dir, quiet, executor, workers,
+        gpus_per_worker, ray_address, shard) -> None:
     """Edit every turn of a suite with an editor, then score it with judges.
 
     Writes runs/<run_id>/ (manifest.json, run.sqlite, images/, turns.parquet, turns.csv) and prints
     IF / CC / GA per turn index. Exit code: 0 all turns edited, 1 some turns failed (see the
     table's status and error columns), 2 bad usage or a malformed suite.
     """
+    from micebench.errors import SetupError
     from micebench.evaluate import resume_run, start_run
     from micebench.options import OptionsError, read_yaml_mapping
     from micebench.registry import UnknownNameError
@@ -146,10 +158,13 @@ def run(suite_spec, suite_opts, models, model_opts, model_config, judges, judge_
     from micebench.suites.base import SuiteData, SuiteError
     from micebench.suites.resolve import load_suite
 
+    spec = _executor_spec(executor, workers, gpus_per_worker, ray_address)
     if resume_dir:
+        if shard:
+            fail("--shard cannot change on --resume: a shard's run directory already holds its sessions")
         try:
-            result = resume_run(resume_dir, progress=not quiet)
-        except (RunStoreError, UnknownNameError, OptionsError) as e:
+            result = resume_run(resume_dir, progress=not quiet, executor=spec)
+        except (RunStoreError, UnknownNameError, OptionsError, SetupError) as e:
             fail(str(e))
         _print_summaries([result])
         sys.exit(EXIT_FAILED_TURNS if result.failed_turns else EXIT_OK)
@@ -164,6 +179,14 @@ def run(suite_spec, suite_opts, models, model_opts, model_config, judges, judge_
     if limit:
         suite = SuiteData(suite.name, suite.version, suite.sessions[:limit], suite.source,
                           {**suite.options, "limit": limit})
+    shard_info = None
+    if shard:
+        from micebench.merge import ShardError, parse_shard, shard_suite
+
+        try:
+            suite, shard_info = shard_suite(suite, *parse_shard(shard))
+        except ShardError as e:
+            fail(str(e))
     editor_opts: dict[str, Any] = {}
     if model_config:
         try:
@@ -182,11 +205,25 @@ def run(suite_spec, suite_opts, models, model_opts, model_config, judges, judge_
             click.secho(f"== {model}", bold=True, err=True)
         try:
             results.append(start_run(suite, model, editor_opts, judge_specs, out=out, run_name=run_name,
-                                     settings=settings, seed=seed, command_line=command_line))
-        except (OptionsError, UnknownNameError, RunStoreError) as e:
+                                     settings=settings, seed=seed, command_line=command_line,
+                                     executor=spec, shard=shard_info))
+        except (OptionsError, UnknownNameError, RunStoreError, SetupError) as e:
             fail(str(e))
     _print_summaries(results)
     sys.exit(EXIT_FAILED_TURNS if any(r.failed_turns for r in results) else EXIT_OK)
+
+
+def _executor_spec(name, workers, gpus_per_worker, ray_address):
+    """The executor options as a spec, or None when none was given (local; on --resume: as recorded)."""
+    if name is None and workers is None and gpus_per_worker is None and ray_address is None:
+        return None
+    from micebench.executors import ExecutorSpec
+
+    try:
+        return ExecutorSpec(name=name or "local", workers=workers or 1, gpus_per_worker=gpus_per_worker or 0.0,
+                            address=ray_address)
+    except ValueError as e:
+        fail(str(e))
 
 
 def _print_summaries(results) -> None:
