@@ -131,6 +131,7 @@ def test_worker_killed_mid_run_is_restarted_and_nothing_changes(cluster, synth, 
     pd.testing.assert_frame_equal(_table(tmp_path / "r"), reference)
 
 
+@pytest.mark.slow
 def test_driver_killed_then_resumed_equals_uninterrupted(cluster, synth, reference, tmp_path):
     """A real `micebench run --executor ray` subprocess, SIGKILLed part way; --resume (on Ray again)."""
     args = [sys.executable, "-m", "micebench.cli", "run", "--suite", "synth", "-S", "n=3", "--seed", "0", "--model",
