@@ -17,10 +17,11 @@ from micebench import __version__
 # Commands that live in their own modules, imported only when used: name -> "module:attr".
 LAZY_COMMANDS = {
     "judge-check": "micebench.cli_judgecheck:judge_check",
-    "summary": "micebench.cli_results:summary",
-    "leaderboard": "micebench.cli_results:leaderboard",
-    "gate": "micebench.cli_results:gate",
-    "report": "micebench.cli_results:report",
+    "summary": "micebench.results.cli:summary",
+    "compare": "micebench.results.cli:compare",
+    "leaderboard": "micebench.results.cli:leaderboard",
+    "gate": "micebench.results.cli:gate",
+    "report": "micebench.results.cli:report",
     "merge": "micebench.cli_scale:merge",
     "export": "micebench.cli_scale:export",
 }
@@ -227,13 +228,13 @@ def _executor_spec(name, workers, gpus_per_worker, ray_address):
 
 
 def _print_summaries(results) -> None:
-    from micebench.quicklook import turn_summary
+    from micebench.results.quicklook import turn_summary
 
     for r in results:
         click.echo(turn_summary(r.run_dir))
         click.echo("")
     if len(results) > 1:
-        from micebench.quicklook import editors_table
+        from micebench.results.quicklook import editors_table
 
         click.secho("All editors (mean over scored turns):", bold=True)
         click.echo(editors_table([r.run_dir for r in results]))

@@ -21,10 +21,10 @@ from typing import Any
 import micebench
 from micebench.executors import ExecutorSpec, make_executor
 from micebench.judges.base import Judge, create_judge
+from micebench.results.turn_table import export_turn_table
 from micebench.runner import EditSummary, Runner, RunSettings
 from micebench.store import RunStore, RunStoreError
 from micebench.suites.base import SuiteData
-from micebench.table import export_turn_table
 
 
 @dataclass
@@ -59,9 +59,12 @@ def config_hash(config: dict[str, Any]) -> str:
 
 
 def describe_judge(judge: Judge) -> dict[str, Any]:
+    """The judge's manifest entry: its description, key, prompt hash and metric specs (which tell the
+    results tools each metric's role and direction)."""
     d = judge.describe()
     d["key"] = judge.key
     d["prompt_hash"] = getattr(judge, "prompt_hash", "") or ""
+    d["metric_specs"] = [s.model_dump(mode="json") for s in judge.metric_specs()]
     return d
 
 

@@ -117,9 +117,12 @@ def export_run(run_dir: str | Path, to: str | Path):
     except RunStoreError as e:
         raise ExportError(str(e)) from e
     try:
-        table = run.turn_table()
+        # The Run API's table, less its absolute image paths (meaningless elsewhere: the images travel inside)
+        table = run.turn_table().drop(columns=["input_path", "output_path"], errors="ignore")
         manifest = run.manifest
         image_path = run.image_path
+    except ValueError as e:  # the Run API's ResultsError: a table it cannot read
+        raise ExportError(str(e)) from e
     finally:
         run.close()
     import pyarrow as pa

@@ -8,8 +8,9 @@ judges' reasons. A selector shows only failing (or unscored) turns.
 
 Promises: every string that comes from a suite, an editor, a judge or a manifest is HTML-escaped;
 images are referenced by a path relative to the HTML file (or embedded as small thumbnails with
-``embed=True``); a turn *fails* when its edit did not succeed or a ``*_if`` / ``*_ga`` score is below the
-threshold; it is *unscored* when any of its metrics is unscored or not run.
+``embed=True``); a turn *fails* when its edit did not succeed or a score of a metric whose role is IF or
+GA (as the judge's MetricSpec says) is below the threshold (above it, for a lower-is-better metric); it
+is *unscored* when any of its metrics is unscored or not run.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 from urllib.parse import quote
@@ -24,13 +26,36 @@ from urllib.parse import quote
 import numpy as np
 import pandas as pd
 
-from micebench import tables
-from micebench.tables import RunData
+from micebench.results import aggregate as tables
+from micebench.results.run import ResultsError, Run, open_run
+from micebench.spec import MetricSpec
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2")
-FAIL_SUFFIXES = ("_if", "_ga")
+FAIL_ROLES = ("if", "ga")
 THUMB = 192
 LAZY_ABOVE_TURNS = 300
+
+
+@dataclass(frozen=True)
+class RunData:
+    """What the page needs of a :class:`Run`, read once: its folder, manifest (as a dict), per-turn table,
+    label and metric specs."""
+
+    path: Path
+    manifest: dict
+    turns: pd.DataFrame
+    label: str
+    specs: dict[str, MetricSpec]
+
+    @classmethod
+    def of(cls, run: Run | str | Path) -> RunData:
+        run = open_run(run)
+        return cls(run.root, run.manifest.model_dump(mode="json"), run.turns(), run.label, run.metric_specs())
+
+
+def _fails_on(metric: str, specs: dict[str, MetricSpec]) -> bool:
+    spec = specs.get(metric)
+    return spec is not None and spec.role in FAIL_ROLES
 
 
 def _e(value: object) -> str:
@@ -66,7 +91,8 @@ class _Images:
         return quote(Path(os.path.relpath(path, self.out_dir)).as_posix())
 
 
-def curve_svg(metric: str, curves: list[tuple[str, pd.DataFrame]], width: int = 380, height: int = 230) -> str:
+def curve_svg(metric: str, curves: list[tuple[str, pd.DataFrame]], width: int = 380, height: int = 230,
+              higher_is_better: bool = True) -> str:
     """An SVG line plot of ``metric`` against turn index: one line with a CI band per (label, by_turn rows)."""
     pts = [(lbl, c.dropna(subset=["mean"])) for lbl, c in curves]
     values = np.concatenate([np.r_[c["mean"], c["ci_low"].dropna(), c["ci_high"].dropna()] for _, c in pts] or [[]])
@@ -92,7 +118,7 @@ def curve_svg(metric: str, curves: list[tuple[str, pd.DataFrame]], width: int = 
         f'<svg class="curve" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" role="img" aria-label="{_e(metric)} by turn">',
         f'<text x="{ml}" y="15" font-size="13" font-weight="600">{_e(metric)}'
-        f'{"" if tables.higher_is_better(metric) else " (lower is better)"}</text>',
+        f'{"" if higher_is_better else " (lower is better)"}</text>',
     ]
     for v in np.linspace(lo, hi, 5):
         parts.append(f'<line x1="{ml}" x2="{ml + pw}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="#e5e5e5"/>')
@@ -170,22 +196,23 @@ def _group_table(long: pd.DataFrame, index: str, title: str) -> str:
 
 
 def _success_table(run: RunData, threshold: float, n_boot: int) -> str:
-    succ = tables.cumulative_success(run.turns, None, threshold, n_boot=n_boot)
+    succ = tables.cumulative_success(run.turns, None, threshold, specs=run.specs, n_boot=n_boot)
     if succ.empty:
         return ""
     long = succ.rename(columns={"success": "mean"})
     return _group_table(long, "turn", f"{run.label}: cumulative success (>= {threshold:g})")
 
 
-def _turn_flags(row: pd.Series, metrics: list[str], threshold: float) -> tuple[bool, bool]:
+def _turn_flags(row: pd.Series, metrics: list[str], threshold: float,
+                specs: dict[str, MetricSpec]) -> tuple[bool, bool]:
     """(fails, unscored) of one per-turn row; see the module docstring."""
     fail = row["status"] != "ok"
     unscored = False
     for m in metrics:
         st = str(row[f"{m}_status"])
         unscored |= st in ("unscored", "not_run")
-        if st == "ok" and m.endswith(FAIL_SUFFIXES) and np.isfinite(row[m]):
-            fail |= (row[m] < threshold) if tables.higher_is_better(m) else (row[m] > threshold)
+        if st == "ok" and _fails_on(m, specs) and np.isfinite(row[m]):
+            fail |= (row[m] < threshold) if tables.higher_is_better(m, specs) else (row[m] > threshold)
     return bool(fail), bool(unscored)
 
 
@@ -199,7 +226,7 @@ def _turn_card(
     run: RunData, row: pd.Series, metrics: list[str], images: _Images, threshold: float
 ) -> tuple[str, bool, bool]:
     """(card html, fails, unscored) of one turn."""
-    fail, unscored = _turn_flags(row, metrics, threshold)
+    fail, unscored = _turn_flags(row, metrics, threshold, run.specs)
     cls = "card turn" + (" fail" if fail else "") + (" unscored" if unscored else "")
     t = int(row["turn"])
     out = row.get("output_hash") or ""
@@ -215,7 +242,7 @@ def _turn_card(
     for m in metrics:
         st = str(row[f"{m}_status"])
         if st == "ok":
-            bad = m.endswith(FAIL_SUFFIXES) and _turn_flags(row, [m], threshold)[0] and row["status"] == "ok"
+            bad = _fails_on(m, run.specs) and _turn_flags(row, [m], threshold, run.specs)[0] and row["status"] == "ok"
             val, cls_v = _fmt(row[m]), "s-fail" if bad else ""
         else:
             val, cls_v = st.replace("_", " "), f"s-{st}"
@@ -258,11 +285,12 @@ def _session_block(sid: str, runs: list[RunData], groups: list[dict], images: _I
             f'<div class="runs">{"".join(cols)}</div></section>')
 
 
-def build_html(runs: list[RunData], out_dir: Path, *, embed: bool = False, threshold: float = 0.5,
-               max_sessions: int | None = None, n_boot: int = 500, seed: int = 0) -> str:
+def build_html(runs: list[Run | RunData | str | Path], out_dir: Path, *, embed: bool = False,
+               threshold: float = 0.5, max_sessions: int | None = None, n_boot: int = 500, seed: int = 0) -> str:
     """The report page as a string; ``out_dir`` is where it will live (image paths are relative to it)."""
     if not runs:
-        raise tables.ResultsError("report: no runs given")
+        raise ResultsError("report: no runs given")
+    runs = [r if isinstance(r, RunData) else RunData.of(r) for r in runs]
     # big reports load strip images lazily (as they scroll into view); small ones load everything at once
     images = _Images(out_dir, embed, lazy=sum(len(r.turns) for r in runs) > LAZY_ABOVE_TURNS)
     metrics = [tables.metric_columns(r.turns) for r in runs]
@@ -278,7 +306,8 @@ def build_html(runs: list[RunData], out_dir: Path, *, embed: bool = False, thres
     body += ["<h2>Metrics by turn</h2>", _legend(runs), '<div class="plots">']
     for m in all_metrics:
         curves = [(r.label, pt[pt["metric"] == m]) for r, pt in zip(runs, per_turn, strict=True)]
-        body.append(f'<div class="plot">{curve_svg(m, curves)}</div>')
+        hib = next((r.specs[m].higher_is_better for r in runs if m in r.specs), True)
+        body.append(f'<div class="plot">{curve_svg(m, curves, higher_is_better=hib)}</div>')
     body.append("</div>")
     succ = [_success_table(r, threshold, n_boot) for r in runs]
     if any(succ):
@@ -297,7 +326,7 @@ def build_html(runs: list[RunData], out_dir: Path, *, embed: bool = False, thres
         '<option value="fail">sessions with failing turns</option><option value="unscored">sessions with unscored '
         f"turns</option></select></label> · <span id=\"shown-count\">{len(shown)}</span> of {len(shown)} sessions "
         f'shown{f" (first {len(shown)} of {len(session_ids)})" if len(shown) < len(session_ids) else ""}'
-        f" · a turn fails on an edit error or a *_if / *_ga score below {threshold:g}</div>"
+        f" · a turn fails on an edit error or an IF / GA score below {threshold:g}</div>"
     )
     for sid in shown:
         body.append(_session_block(sid, runs, groups, images, metrics, threshold))
@@ -310,7 +339,7 @@ def page_html(title: str, body: str) -> str:
     return page_template().substitute(title=escape(title), body=body)
 
 
-def write_report(runs: list[RunData], output: str | Path, **kw) -> Path:
+def write_report(runs: list[Run | RunData | str | Path], output: str | Path, **kw) -> Path:
     """Write the report to ``output`` (folders created); returns its path."""
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)

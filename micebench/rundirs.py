@@ -1,8 +1,9 @@
 """Reading (and copying between) run directories, for merge and export.
 
 This is the one place where the scale-out tools touch a run directory's files and its SQLite
-record; everything else goes through :class:`RunDir`. (When the typed Run API lands, this module
-is what gets pointed at it.)
+record; everything else goes through :class:`RunDir`. Tables come from the Run API
+(:func:`micebench.results.run.open_run`); merge also needs what only the record holds (the
+sessions, every turn and judgement row), read here through :class:`~micebench.store.RunStore`.
 """
 
 from __future__ import annotations
@@ -50,9 +51,10 @@ class RunDir:
         return {r[0] for r in rows}
 
     def turn_table(self):
-        from micebench.store import read_turn_table
+        """The per-turn table as the Run API gives it (with run_id, editor and image path columns)."""
+        from micebench.results.run import open_run as open_results
 
-        return read_turn_table(self.root)
+        return open_results(self.root).turns()
 
     def close(self) -> None:
         self._store.close()
@@ -110,6 +112,6 @@ def link_images(target: RunStore, sources: list[RunDir]) -> int:
 
 
 def export_table(target: RunStore):
-    from micebench.table import export_turn_table
+    from micebench.results.turn_table import export_turn_table
 
     return export_turn_table(target)

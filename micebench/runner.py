@@ -302,7 +302,7 @@ class Runner:
                 )
             except RunStoreError as e:
                 unreadable += [(s.id, t, Judgement.unscored(m, f"image unreadable: {e}", judge=judge.name))
-                               for m in judge.metrics]
+                               for m in judge.metric_names]
                 continue
             requests.append(req)
             kept.append((s, t))
@@ -323,7 +323,7 @@ class Runner:
                 why = results[i]
             elif results is not None and isinstance(results[i], (list, tuple)):
                 got = {j.metric: j for j in results[i] if isinstance(j, Judgement)}
-            for metric in judge.metrics or tuple(got):
+            for metric in judge.metric_names or tuple(got):
                 j = got.get(metric)
                 if j is None:
                     j = Judgement.unscored(metric, why or f"judge {judge.name} returned no judgement for {metric}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from enum import Enum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -130,6 +130,40 @@ class EditResult(BaseModel):
         if (self.image is None) == (self.error is None):
             raise ValueError("an EditResult carries exactly one of image or error")
         return self
+
+
+MetricRole = Literal["if", "cc", "ga", "other"]
+
+
+class MetricSpec(_Frozen):
+    """What one metric of a judge means, declared by the judge and recorded in the run's manifest.
+
+    Tables, summaries, the leaderboard, the gate and the report read these specs; nothing guesses a
+    metric's direction or role from its name. ``role`` says which MICE axis the metric measures:
+    instruction following (``if``), content consistency (``cc``), global awareness (``ga``), or none
+    of them (``other``, e.g. similarity to the previous image).
+    """
+
+    name: str = Field(min_length=1, description="The metric's name as the judge writes it in Judgement.metric.")
+    role: MetricRole = "other"
+    higher_is_better: bool = True
+    range: tuple[float | None, float | None] = Field(
+        default=(None, None), description="(low, high) bounds of the score; None where unbounded."
+    )
+    description: str = ""
+
+
+def as_metric_spec(value: MetricSpec | str | dict[str, Any]) -> MetricSpec:
+    """A MetricSpec from a spec, a mapping of its fields, or a bare name.
+
+    A bare name (judges written before metrics declared themselves) means role ``other``,
+    higher is better, unbounded.
+    """
+    if isinstance(value, MetricSpec):
+        return value
+    if isinstance(value, str):
+        return MetricSpec(name=value, description="declared by name only (role other, higher is better)")
+    return MetricSpec.model_validate(value)
 
 
 class ScoreStatus(str, Enum):

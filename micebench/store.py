@@ -286,13 +286,8 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 
 def read_turn_table(run_dir: str | Path):
-    """The per-turn table of a run as a pandas DataFrame (exported file, else built from the record)."""
-    import pandas as pd
+    """The per-turn table of a run as a pandas DataFrame; kept for older callers, prefer
+    ``micebench.open_run(run_dir).turns()``."""
+    from micebench.results.run import open_run
 
-    run_dir = Path(run_dir)
-    pq = run_dir / "turns.parquet"
-    if pq.is_file():
-        return pd.read_parquet(pq)
-    from micebench.table import build_turn_table
-
-    return build_turn_table(RunStore.open(run_dir))
+    return open_run(run_dir).turns()

@@ -10,8 +10,9 @@ import pytest
 from click.testing import CliRunner
 from results_fixtures import JUDGES, default_scores, make_run
 
-from micebench import gate, leaderboard, tables
-from micebench.cli_results import gate as gate_cmd
+from micebench.results import gate, leaderboard
+from micebench.results.cli import gate as gate_cmd
+from micebench.results.run import open_run
 
 N = 40
 
@@ -33,7 +34,7 @@ def shifted(delta_if: float, noise: float = 0.0, seed: int = 0):
 def board(tmp_path):
     base = make_run(tmp_path, "base", n_sessions=N, scores=shifted(0.0))
     path = tmp_path / "lb" / "synth.csv"
-    leaderboard.publish([tables.load_run(base)], path)
+    leaderboard.publish([open_run(base)], path)
     return path
 
 
@@ -75,7 +76,7 @@ def test_large_but_insignificant_drop_passes(tmp_path):
     # 6 sessions, IF down 0.5 in 2 of them: a mean drop of 0.11, but the paired CI reaches 0 (noise).
     base = make_run(tmp_path, "base", n_sessions=6, scores=shifted(0.0))
     path = tmp_path / "lb.csv"
-    leaderboard.publish([tables.load_run(base)], path)
+    leaderboard.publish([open_run(base)], path)
 
     def few(rng, s, t):
         vals = shifted(0.0)(rng, s, t)
@@ -83,7 +84,7 @@ def test_large_but_insignificant_drop_passes(tmp_path):
         return vals
 
     run = make_run(tmp_path, "run", n_sessions=6, scores=few)
-    result = gate.run_gate(tables.load_run(run), path, metrics=["scene_if"])
+    result = gate.run_gate(open_run(run), path, metrics=["scene_if"], min_pairs=2)
     (check,) = result.checks
     assert check.delta < -0.02 and check.ci_high > -1e-9
     assert check.verdict == "ok" and result.exit_code == 0
@@ -134,7 +135,7 @@ def test_usage_errors_exit_2(tmp_path, board):
 
 def test_partial_run_pairs_on_common_sessions(tmp_path, board):
     run = make_run(tmp_path, "part", n_sessions=N // 2, scores=shifted(0.0))
-    result = gate.run_gate(tables.load_run(run), board)
+    result = gate.run_gate(open_run(run), board)
     assert all(c.paired_sessions == N // 2 for c in result.checks)
     assert any("paired 20 sessions" in n for n in result.notes)
     assert all(c.delta == pytest.approx(0.0) for c in result.checks) and result.exit_code == 0
@@ -157,7 +158,7 @@ def test_unscored_metric_is_no_data_and_json_is_strict(tmp_path, board):
     cc = next(c for c in payload["checks"] if c["metric"] == "scene_cc")
     assert cc["verdict"] == "no data" and cc["delta"] is None and cc["run_coverage"] == 0.0
     assert any("not in the baseline, not gated: scene_new" in n for n in payload["notes"])
-    result = gate.run_gate(tables.load_run(run), board, max_coverage_drop=None)
+    result = gate.run_gate(open_run(run), board, max_coverage_drop=None)
     suite = ET.fromstring(gate.junit_xml(result).split("?>", 1)[1])
     assert suite.get("skipped") == "1" and suite.get("failures") == "0"
 

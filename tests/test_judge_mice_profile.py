@@ -17,7 +17,7 @@ def test_shipped_profile_loads_through_the_registry_and_options_win():
     c = j.config
     assert c.model == "Qwen/Qwen2.5-VL-32B-Instruct" and c.temperature == 0.6 and c.votes == 2
     assert c.base_url_env == "MICEBENCH_VLM_BASE_URL" and c.detector_path == "IDEA-Research/grounding-dino-tiny"
-    assert j.metrics == ("if", "cc", "ga") and j.describe()["prompt_hash"] == j.prompt_hash
+    assert j.metric_names == ("if", "cc", "ga") and j.describe()["prompt_hash"] == j.prompt_hash
     # a bare profile name resolves under judges/
     assert create_judge("mice", {"profile": "qwen25vl-32b-vllm"}).config.votes == 4
 

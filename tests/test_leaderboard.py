@@ -9,8 +9,11 @@ import pytest
 from click.testing import CliRunner
 from results_fixtures import default_scores, make_run
 
-from micebench import leaderboard, tables
-from micebench.cli_results import leaderboard as lb_cmd
+from micebench.results import aggregate as tables
+from micebench.results import leaderboard
+from micebench.results.cli import leaderboard as lb_cmd
+from micebench.results.run import open_run
+from micebench.spec import MetricSpec
 
 
 def publish(*args):
@@ -35,7 +38,7 @@ def test_publish_writes_one_row_per_subset_plus_all(tmp_path):
     i = header.index("scene_if")
     assert header[i : i + 5] == ["scene_if", "scene_if_lo", "scene_if_hi", "scene_if_cov", "scene_if_t1"]
     assert "scene_if_succ_t3" in header and "scene_cc_succ_t1" not in header
-    df = tables.load_run(run).turns
+    df = open_run(run).turns()
     expect = tables.overall(df[df["subset"] == "cm"], ["scene_if"]).iloc[0]["mean"]
     cm = next(r for r in got if r["subset"] == "cm")
     assert cm["scene_if"] == f"{expect:.4f}" and cm["sessions"] == "5" and cm["turns"] == "15"
@@ -115,8 +118,11 @@ def test_lower_is_better_sorts_ascending():
     board = pd.DataFrame(
         {"editor": ["a", "b", "c"], "p_lpips": ["0.3", "", "0.1"], "p_lpips_cov": ["1", "0", "1"]}
     )
-    table = leaderboard.ranked(board)
+    specs = {"p_lpips": MetricSpec(name="p_lpips", role="cc", higher_is_better=False)}
+    table = leaderboard.ranked(board, specs=specs)
     assert list(table["editor"]) == ["c", "a", "b"] and list(table["rank"]) == ["1", "2", ""]
+    # the spec decides, not the name: without it the same column ranks descending
+    assert list(leaderboard.ranked(board)["editor"]) == ["a", "c", "b"]
 
 
 def test_show_reads_literature_file():
@@ -141,7 +147,9 @@ def test_show_ranks_within_each_subset_by_if_and_shows_min_coverage(tmp_path):
         for name, p in (("mid", 0.5), ("top", 0.95))
     ]
     publish(*runs, "--to", board)
-    table = leaderboard.ranked(leaderboard.read_board(board))  # default sort: scene_if, not the first metric
+    specs = leaderboard.read_specs(board)  # published beside the board from the runs' judge specs
+    assert specs["scene_if"].role == "if" and specs["scene_cc"].role == "cc"
+    table = leaderboard.ranked(leaderboard.read_board(board), specs=specs)  # default sort: the IF metric
     assert list(table["subset"]) == ["all", "all", "cm", "cm", "cu", "cu"]
     assert list(table["rank"]) == ["1", "2"] * 3 and list(table["editor"]) == ["top", "mid"] * 3
     assert "scene_cc_cov" not in table.columns

@@ -14,8 +14,9 @@ from click.testing import CliRunner
 from PIL import Image
 from results_fixtures import default_scores, make_run
 
-from micebench import report, tables
-from micebench.cli_results import report as report_cmd
+from micebench import report
+from micebench.results.cli import report as report_cmd
+from micebench.results.run import open_run
 
 EVIL = '<script>alert("x")</script>'
 
@@ -80,7 +81,7 @@ def test_images_are_relative_to_the_page_and_exist(page):
 
 
 def test_embedded_thumbnails_make_a_self_contained_page(tmp_path):
-    runs = [tables.load_run(p) for p in two_runs(tmp_path)]
+    runs = [open_run(p) for p in two_runs(tmp_path)]
     out = report.write_report(runs, tmp_path / "r.html", embed=True, max_sessions=2)
     html = out.read_text()
     srcs = re.findall(r'<img src="([^"]+)"', html)
@@ -92,7 +93,7 @@ def test_missing_image_is_a_placeholder_not_a_broken_link(tmp_path):
     run = two_runs(tmp_path)[0]
     victim = next((run / "images").iterdir())
     victim.unlink()
-    html = report.build_html([tables.load_run(run)], tmp_path)
+    html = report.build_html([open_run(run)], tmp_path)
     assert victim.name not in html and "missing" in html
 
 
@@ -168,7 +169,7 @@ def test_failing_filter_hides_passing_sessions_in_chromium(tmp_path):
         return {"scene_if": 0.0 if (s, t) == (1, 2) else 1.0, "scene_cc": 0.9}
 
     run = make_run(tmp_path, "a", n_sessions=4, scores=scores, statuses={(3, 1, "scene_cc"): ("unscored", "no answer")})
-    out = report.write_report([tables.load_run(run)], tmp_path / "r.html")
+    out = report.write_report([open_run(run)], tmp_path / "r.html")
     html = out.read_text()
     classes = re.findall(r'<section class="([^"]*)"', html)
     assert sum("has-fail" in c for c in classes) == 1 and sum("has-unscored" in c for c in classes) == 1
@@ -182,7 +183,7 @@ def test_failing_filter_hides_passing_sessions_in_chromium(tmp_path):
 @pytest.mark.skipif(_chromium() is None, reason="needs Debian's chromium package (apt-get install chromium)")
 def test_chromium_reports_broken_images_when_runs_are_moved(tmp_path):
     run = make_run(tmp_path, "a", n_sessions=2)
-    out = report.write_report([tables.load_run(run)], tmp_path / "site" / "r.html")
+    out = report.write_report([open_run(run)], tmp_path / "site" / "r.html")
     shutil.rmtree(run / "images")
     dom = _browse(tmp_path, out.resolve().as_uri(), "--dump-dom")
     attrs = dict(re.findall(r'data-([a-z-]+)="([^"]*)"', re.search(r"<html[^>]*>", dom.stdout).group(0)))
@@ -191,8 +192,8 @@ def test_chromium_reports_broken_images_when_runs_are_moved(tmp_path):
 
 
 def test_big_reports_load_strip_images_lazily(tmp_path):
-    small = report.build_html([tables.load_run(make_run(tmp_path, "s", n_sessions=2))], tmp_path)
+    small = report.build_html([open_run(make_run(tmp_path, "s", n_sessions=2))], tmp_path)
     assert 'loading="lazy"' not in small
     many = report.LAZY_ABOVE_TURNS // 3 + 1
-    big = report.build_html([tables.load_run(make_run(tmp_path, "b", n_sessions=many))], tmp_path)
+    big = report.build_html([open_run(make_run(tmp_path, "b", n_sessions=many))], tmp_path)
     assert big.count('loading="lazy"') == many * 4

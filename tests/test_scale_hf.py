@@ -143,7 +143,10 @@ def test_export_run_round_trips_through_load_from_disk(tmp_path, monkeypatch):
     monkeypatch.setattr(datasets.Dataset, "push_to_hub", fake_push)
     r = CliRunner().invoke(main, ["export", str(run), "--to", str(tmp_path / "run-hf"), "--push-to-hub", "me/r"])
     assert r.exit_code == 0, r.output
-    table = pd.read_parquet(run / "turns.parquet")
+    from micebench.results.run import open_run
+
+    table = open_run(run).turns().drop(columns=["input_path", "output_path"])
+    assert list(table.columns[:2]) == ["run_id", "editor"] and (table.run_id == "r").all()
     assert pushed == {"repo_id": "me/r", "rows": len(table), "private": False}
     ds = datasets.load_from_disk(str(tmp_path / "run-hf"))
     back = ds.remove_columns(["input_image", "output_image"]).to_pandas()

@@ -10,8 +10,12 @@ import pytest
 from click.testing import CliRunner
 from results_fixtures import make_run
 
-from micebench import tables
-from micebench.cli_results import summary
+from micebench.results import aggregate as tables
+from micebench.results.cli import summary
+from micebench.results.run import open_run
+from micebench.spec import MetricSpec
+
+IF_SPEC = {"j_if": MetricSpec(name="j_if", role="if")}
 
 
 def table(cells: list[tuple[str, int, str, float | None, str]]) -> pd.DataFrame:
@@ -98,35 +102,38 @@ def test_cumulative_success_chain():
             ("d", 3, "subject_add", 1.0, "ok"),
         ]
     )
-    out = tables.cumulative_success(df, threshold=0.5).set_index("turn")
-    assert list(out["metric"].unique()) == ["j_if"]  # *_if picked by default
+    assert tables.cumulative_success(df, threshold=0.5).empty  # no spec says j_if is an IF metric
+    out = tables.cumulative_success(df, threshold=0.5, specs=IF_SPEC).set_index("turn")
+    assert list(out["metric"].unique()) == ["j_if"]  # role-if metrics picked by default
     assert out.loc[1, "success"] == 1.0 and out.loc[1, "known"] == 3 and out.loc[1, "sessions"] == 4
     assert out.loc[2, "success"] == pytest.approx(1 / 3) and out.loc[2, "known"] == 3  # b pass; a, c fail; d unknown
     assert out.loc[3, "success"] == pytest.approx(1 / 2) and out.loc[3, "sessions"] == 3  # c has no turn 3
     assert out.loc[3, "coverage"] == pytest.approx(2 / 3)
-    strict = tables.cumulative_success(df, threshold=0.8).set_index("turn")
+    strict = tables.cumulative_success(df, threshold=0.8, specs=IF_SPEC).set_index("turn")
     assert strict.loc[1, "success"] == pytest.approx(2 / 3)  # b's 0.75 fails now
 
 
 def test_lower_is_better_metric_passes_below_threshold():
-    df = table([("a", 1, "subject_add", 0.1, "ok"), ("b", 1, "subject_add", 0.9, "ok")]).rename(
-        columns={"j_if": "p_lpips", "j_if_status": "p_lpips_status", "j_if_reason": "p_lpips_reason"}
-    )
-    assert not tables.higher_is_better("p_lpips") and tables.higher_is_better("scene_if")
-    out = tables.cumulative_success(df, ["p_lpips"], threshold=0.5)
-    assert out.iloc[0]["success"] == 0.5
+    # direction comes from the spec, not the name: the same column flips with its spec
+    df = table([("a", 1, "subject_add", 0.1, "ok"), ("b", 1, "subject_add", 0.2, "ok"),
+                ("c", 1, "subject_add", 0.9, "ok")])
+    lower = {"j_if": MetricSpec(name="j_if", role="if", higher_is_better=False)}
+    assert not tables.higher_is_better("j_if", lower) and tables.higher_is_better("j_if", IF_SPEC)
+    low = tables.cumulative_success(df, ["j_if"], threshold=0.5, specs=lower)
+    high = tables.cumulative_success(df, ["j_if"], threshold=0.5, specs=IF_SPEC)
+    assert low.iloc[0]["success"] == pytest.approx(2 / 3) and high.iloc[0]["success"] == pytest.approx(1 / 3)
 
 
 def test_session_means_give_back_the_turn_weighted_mean(tmp_path):
-    run = tables.load_run(
+    run = open_run(
         make_run(tmp_path, n_sessions=9, subsets=("cm", "cu"), statuses={(0, 1, "scene_if"): ("unscored", "x")})
     )
-    means = tables.session_means(run.turns)
+    means = tables.session_means(run.turns())
     assert list(means.columns[:2]) == ["session_id", "subset"] and len(means) == 9
     assert means.loc[0, "scene_if_n"] == 2
     for m in ("scene_if", "scene_cc"):
         total = (means[m].fillna(0) * means[f"{m}_n"]).sum() / means[f"{m}_n"].sum()
-        assert total == pytest.approx(tables.overall(run.turns, [m]).iloc[0]["mean"])
+        assert total == pytest.approx(tables.overall(run.turns(), [m]).iloc[0]["mean"])
 
 
 def test_bad_tables_are_named(tmp_path):
@@ -138,7 +145,7 @@ def test_bad_tables_are_named(tmp_path):
     with pytest.raises(tables.ResultsError, match="1-based"):
         tables.check_turn_table(df.assign(turn=[0, 1]))
     with pytest.raises(tables.ResultsError, match="no manifest.json"):
-        tables.load_run(tmp_path)
+        open_run(tmp_path)
     with pytest.raises(tables.ResultsError, match="metric 'nope'"):
         tables.overall(df.iloc[:1], ["nope"])
 

@@ -27,7 +27,7 @@ from pydantic import Field
 
 from micebench.judges.base import Judge, JudgeConfig
 from micebench.judges.batching import UniqueItems
-from micebench.spec import Judgement, JudgeRequest, Turn
+from micebench.spec import Judgement, JudgeRequest, MetricSpec, Turn
 
 
 def edit_texts(turn: Turn) -> tuple[str | None, str | None, str]:
@@ -79,7 +79,14 @@ class ClipJudge(Judge):
     """CLIP-I / CLIP-T / directional CLIP on open_clip; model and checkpoint configurable."""
 
     Config: ClassVar[type[JudgeConfig]] = ClipConfig
-    metrics: ClassVar[tuple[str, ...]] = ("clip_i_src", "clip_i_prev", "clip_t", "clip_dir")
+    metrics: ClassVar[tuple[MetricSpec, ...]] = (
+        MetricSpec(name="clip_i_src", role="cc", range=(-1.0, 1.0), description="CLIP image similarity to the source"),
+        MetricSpec(name="clip_i_prev", role="other", range=(-1.0, 1.0),
+                   description="CLIP image similarity to the previous image"),
+        MetricSpec(name="clip_t", role="if", range=(-1.0, 1.0), description="CLIP similarity to the target text"),
+        MetricSpec(name="clip_dir", role="if", range=(-1.0, 1.0),
+                   description="directional CLIP: image change against text change"),
+    )
     name: ClassVar[str] = "clip"
     version: ClassVar[str] = "1"
 

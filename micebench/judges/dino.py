@@ -16,7 +16,7 @@ from pydantic import Field
 
 from micebench.judges.base import Judge, JudgeConfig
 from micebench.judges.batching import UniqueItems
-from micebench.spec import Judgement, JudgeRequest
+from micebench.spec import Judgement, JudgeRequest, MetricSpec
 
 
 class DinoConfig(JudgeConfig):
@@ -27,7 +27,11 @@ class DinoConfig(JudgeConfig):
 
 class DinoJudge(Judge):
     Config: ClassVar[type[JudgeConfig]] = DinoConfig
-    metrics: ClassVar[tuple[str, ...]] = ("dino_src", "dino_prev")
+    metrics: ClassVar[tuple[MetricSpec, ...]] = (
+        MetricSpec(name="dino_src", role="cc", range=(-1.0, 1.0), description="DINO CLS similarity to the source"),
+        MetricSpec(name="dino_prev", role="other", range=(-1.0, 1.0),
+                   description="DINO CLS similarity to the previous image"),
+    )
     name: ClassVar[str] = "dino"
     version: ClassVar[str] = "1"
 

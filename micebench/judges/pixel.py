@@ -10,7 +10,7 @@ from PIL import Image
 from pydantic import Field
 
 from micebench.judges.base import Judge, JudgeConfig
-from micebench.spec import Judgement, JudgeRequest
+from micebench.spec import Judgement, JudgeRequest, MetricSpec
 
 
 def _as_float(img: Image.Image) -> np.ndarray:
@@ -63,11 +63,34 @@ class PixelJudge(Judge):
     gets. An output of another size is resized (bicubic) to the reference's size first.
     """
 
-    metrics = tuple(f"{m}_{ref}" for ref in ("src", "prev") for m in ("l1", "l2", "psnr", "ssim"))
+    metrics = tuple(
+        MetricSpec(
+            name=f"{m}_{ref}",
+            # against the source it measures what the edit kept (CC); against the previous image, how local
+            # the edit was, which is no MICE axis
+            role="cc" if ref == "src" else "other",
+            higher_is_better=higher,
+            range=bounds,
+            description=f"{what} of the output against the {'source' if ref == 'src' else 'previous'} image",
+        )
+        for ref in ("src", "prev")
+        for m, higher, bounds, what in (
+            ("l1", False, (0.0, 1.0), "mean absolute difference (0..1 pixels)"),
+            ("l2", False, (0.0, 1.0), "mean squared difference (0..1 pixels)"),
+            ("psnr", True, (0.0, 100.0), "PSNR in dB, capped at psnr_cap"),
+            ("ssim", True, (-1.0, 1.0), "SSIM (scikit-image defaults)"),
+        )
+    )
     version = "1"
 
     class Config(JudgeConfig):
         psnr_cap: float = Field(default=100.0, gt=0, description="PSNR reported for identical images (dB).")
+
+    def metric_specs(self) -> tuple[MetricSpec, ...]:
+        """PSNR's upper bound is the configured cap."""
+        cap = self.config.psnr_cap
+        return tuple(s.model_copy(update={"range": (0.0, cap)}) if s.name.startswith("psnr") else s
+                     for s in super().metric_specs())
 
     def score(self, requests: list[JudgeRequest]) -> list[list[Judgement]]:
         return [self._one(r) for r in requests]

@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import Field
 
 from micebench.judges.base import Judge, JudgeConfig
-from micebench.spec import Judgement, JudgeRequest
+from micebench.spec import Judgement, JudgeRequest, MetricSpec
 from micebench.synth import perceive, scene, verdict
 
 
@@ -31,7 +31,13 @@ def _img_key(img: Any, given: str = "") -> str:
 
 
 class SceneJudge(Judge):
-    metrics = ("if", "cc", "ga")
+    metrics = (
+        MetricSpec(name="if", role="if", range=(0.0, 1.0), description="1 if the turn's edit was carried out, else 0"),
+        MetricSpec(name="cc", role="cc", range=(0.0, 1.0),
+                   description="the worst-preserved unchanged source object or background (1 within tolerance)"),
+        MetricSpec(name="ga", role="ga", range=(0.0, 1.0),
+                   description="1 if every round so far was followed, obeys the session's rule and still holds"),
+    )
     version = "1"
 
     class Config(JudgeConfig):
@@ -56,7 +62,7 @@ class SceneJudge(Judge):
         return Judgement(metric=metric, score=float(score), votes=(float(score),), reason=reason, judge="scene")
 
     def _unscored(self, reason: str) -> list[Judgement]:
-        return [Judgement.unscored(m, reason, judge="scene") for m in self.metrics]
+        return [Judgement.unscored(m, reason, judge="scene") for m in self.metric_names]
 
     def _one(self, r: JudgeRequest) -> list[Judgement]:
         source = r.session.metadata.get("source")
@@ -88,7 +94,7 @@ class SceneJudge(Judge):
                 outs[k] = {"background": None, "objects": []}
         scores = verdict.score_turn(source, metas, r.turn.bg_consistency, src_obs, outs)
         result: list[Judgement] = []
-        for m in self.metrics:
+        for m in self.metric_names:
             value, why = scores[m]
             if (m == "ga" and bad) or (m == "if" and t - 1 in bad):
                 k = bad[-1] if m == "if" else bad[0]

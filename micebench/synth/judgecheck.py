@@ -156,10 +156,10 @@ def judge_check(judge_name: str, judge_options: dict[str, Any] | None = None,
     suite = SynthSuite(SynthSuite.Config(**(suite_options or {})))
     data = suite.load()
     judge = judge or create_judge(judge_name, judge_options or {})
-    metric_map = dict(metric_map or {m: m for m in ("if", "cc", "ga") if m in judge.metrics})
-    missing = [v for v in metric_map.values() if v not in judge.metrics]
+    metric_map = dict(metric_map or {m: m for m in ("if", "cc", "ga") if m in judge.metric_names})
+    missing = [v for v in metric_map.values() if v not in judge.metric_names]
     if missing or not metric_map:
-        raise ValueError(f"judge {judge_name!r} has metrics {', '.join(judge.metrics)}; map if/cc/ga to them "
+        raise ValueError(f"judge {judge_name!r} has metrics {', '.join(judge.metric_names)}; map if/cc/ga to them "
                          f"(e.g. cc=ssim_src); not found: {', '.join(missing) or 'no if/cc/ga'}")
     thresholds = thresholds or {}
     if noise not in NOISES:

@@ -21,7 +21,7 @@ from pydantic import Field, model_validator
 
 from micebench.judges.base import Judge, JudgeConfig
 from micebench.options import OptionsError, read_yaml_mapping
-from micebench.spec import Judgement, JudgeRequest
+from micebench.spec import Judgement, JudgeRequest, MetricSpec
 
 #: Options that change how a run goes, not what it scores: left out of the cache identity.
 _OPERATIONAL = {
@@ -102,7 +102,12 @@ class MiceJudge(Judge):
     """
 
     Config: ClassVar[type[JudgeConfig]] = MiceConfig
-    metrics: ClassVar[tuple[str, ...]] = ("if", "cc", "ga")
+    metrics: ClassVar[tuple[MetricSpec, ...]] = (
+        MetricSpec(name="if", role="if", range=(0.0, 1.0), description="MICE instruction following: mean of the votes"),
+        MetricSpec(name="cc", role="cc", range=(0.0, 1.0),
+                   description="MICE content consistency: DINO similarity of unchanged objects and background"),
+        MetricSpec(name="ga", role="ga", range=(0.0, 1.0), description="MICE global awareness: mean of the votes"),
+    )
     name: ClassVar[str] = "mice"
     version: ClassVar[str] = "1"
 
@@ -218,7 +223,7 @@ class MiceJudge(Judge):
         tasks = [
             (i, m, v)
             for i, p in enumerate(plans)
-            for m in self.metrics
+            for m in self.metric_names
             if p[m]["kind"] == "votes"
             for v in range(p[m]["n"])
         ]
@@ -230,7 +235,7 @@ class MiceJudge(Judge):
         out: list[list[Judgement]] = []
         for i, p in enumerate(plans):
             row = []
-            for m in self.metrics:
+            for m in self.metric_names:
                 if p[m]["kind"] == "votes":
                     row.append(self._aggregate(m, votes[i, m]))
                 else:

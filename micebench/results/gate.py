@@ -8,9 +8,14 @@ For each subset row of the run and each metric, the gate pairs the run's session
   draw is applied to both runs.
 
 A metric *regresses* when it got worse by more than its tolerance AND the CI excludes 0 on the worse
-side. For a lower-is-better metric (see ``tables.higher_is_better``) "worse" means larger. A metric whose
-coverage (scored / applicable turns) fell by more than ``max_coverage_drop`` fails too. Exit codes:
-0 pass, 1 regression, 2 usage error or incomparable baseline (raised as ResultsError).
+side. For a lower-is-better metric (as the judge's MetricSpec, recorded in the run's manifest, says)
+"worse" means larger. A metric whose coverage (scored / applicable turns) fell by more than
+``max_coverage_drop`` fails too. A subset row with fewer than ``min_pairs`` paired sessions is not
+judged at all: its checks are ``insufficient`` (one session says nothing about a regression).
+
+Exit codes: 0 pass, 1 regression (or coverage drop), 2 usage error or incomparable baseline (other
+suite version, judges or judge protocol, or a run scored with random weights; raised as ResultsError),
+3 insufficient (no regression, but some row had too few paired sessions to judge).
 """
 
 from __future__ import annotations
@@ -24,11 +29,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from micebench import leaderboard, tables
-from micebench.tables import ResultsError, RunData
+from micebench.results import aggregate as tables
+from micebench.results import leaderboard
+from micebench.results.aggregate import paired_delta
+from micebench.results.run import ResultsError, Run
 
-PASS, REGRESSION = 0, 1
+PASS, REGRESSION, INCOMPARABLE, INSUFFICIENT = 0, 1, 2, 3
 FAILING = ("regression", "coverage drop")
+DEFAULT_MIN_PAIRS = 10
 _EPS = 1e-9
 
 
@@ -48,7 +56,7 @@ class MetricCheck:
     run_coverage: float
     baseline_coverage: float
     higher_is_better: bool
-    verdict: str  # "regression" | "coverage drop" | "improvement" | "ok" | "no data"
+    verdict: str  # "regression" | "coverage drop" | "improvement" | "ok" | "no data" | "insufficient"
 
 
 @dataclass
@@ -60,14 +68,25 @@ class GateResult:
     checks: list[MetricCheck]
     baseline_rows: list[str]
     notes: list[str] = field(default_factory=list)
+    min_pairs: int = DEFAULT_MIN_PAIRS
+
+    @property
+    def verdict(self) -> str:
+        """``regression`` (a check failed), else ``insufficient`` (a row had too few pairs), else ``pass``."""
+        if any(c.verdict in FAILING for c in self.checks):
+            return "regression"
+        if any(c.verdict == "insufficient" for c in self.checks):
+            return "insufficient"
+        return "pass"
 
     @property
     def exit_code(self) -> int:
-        return REGRESSION if any(c.verdict in FAILING for c in self.checks) else PASS
+        return {"regression": REGRESSION, "insufficient": INSUFFICIENT, "pass": PASS}[self.verdict]
 
     def to_json(self) -> str:
         """Strict JSON (a missing number is null, never NaN)."""
-        payload = asdict(self) | {"exit_code": self.exit_code, "passed": self.exit_code == PASS}
+        payload = asdict(self) | {"verdict": self.verdict, "exit_code": self.exit_code,
+                                  "passed": self.exit_code == PASS}
         return json.dumps(_no_nan(payload), indent=2, allow_nan=False)
 
 
@@ -126,27 +145,15 @@ def select_baseline(board: pd.DataFrame, row: dict[str, Any], editor: str, confi
                 "pick one with --config-hash"
             )
         same = exact
+    base_protocols = same.iloc[-1].get("judge_protocols", "") if "judge_protocols" in same.columns else ""
+    clash = leaderboard.protocol_clash(row.get("judge_protocols", ""), base_protocols)
+    if clash:
+        raise ResultsError(f"incomparable baseline for {where}: judge protocol differs ({clash}, run vs baseline)")
     if len(same) > 1:
         same = same.sort_values("created", kind="stable")
         newest = same.iloc[-1]["row_id"]
         note = f"{where}: {len(same)} baseline rows (micebench versions differ); using the newest, {newest}"
     return same.iloc[-1].to_dict(), note
-
-
-def paired_delta(
-    run_sums: np.ndarray, run_counts: np.ndarray, base_sums: np.ndarray, base_counts: np.ndarray,
-    *, n_boot: int, seed: int,
-) -> tuple[float, float, float]:
-    """(delta, ci_low, ci_high) of ratio-of-sums means, sessions resampled jointly (paired bootstrap)."""
-    delta = run_sums.sum() / run_counts.sum() - base_sums.sum() / base_counts.sum()
-    if len(run_sums) < 2:
-        return float(delta), float("nan"), float("nan")
-    w = tables.resample_weights(len(run_sums), n_boot, seed)
-    rn, bn = w @ run_counts, w @ base_counts
-    keep = (rn > 0) & (bn > 0)
-    boots = (w @ run_sums)[keep] / rn[keep] - (w @ base_sums)[keep] / bn[keep]
-    lo, hi = np.percentile(boots, [2.5, 97.5])
-    return float(delta), float(lo), float(hi)
 
 
 def _verdict(change: float, lo: float, hi: float, tol: float) -> str:
@@ -159,7 +166,7 @@ def _verdict(change: float, lo: float, hi: float, tol: float) -> str:
 
 
 def run_gate(
-    run: RunData,
+    run: Run,
     baseline_file: str | Path,
     *,
     editor: str | None = None,
@@ -171,12 +178,17 @@ def run_gate(
     n_boot: int = 2000,
     seed: int = 0,
     max_coverage_drop: float | None = 0.05,
+    min_pairs: int = DEFAULT_MIN_PAIRS,
 ) -> GateResult:
     """Compare ``run`` with its baseline rows in ``baseline_file``; see the module docstring for the rule.
 
     ``max_coverage_drop``: a metric whose coverage fell by more than this (absolute, e.g. because the
     editor now fails turns, which are then not scored) fails as "coverage drop"; None disables it.
+    ``min_pairs``: a subset row with fewer paired sessions gets ``insufficient`` checks.
     """
+    if min_pairs < 1:
+        raise ResultsError(f"--min-pairs must be at least 1, got {min_pairs}")
+    leaderboard.check_publishable(run)
     baseline_file = Path(baseline_file)
     if not baseline_file.is_file():
         raise ResultsError(f"{baseline_file}: baseline leaderboard not found")
@@ -184,22 +196,24 @@ def run_gate(
     missing = [c for c in leaderboard.KEY_COLUMNS if c not in board.columns]
     if missing:
         raise ResultsError(f"{baseline_file}: not a micebench leaderboard (missing {', '.join(missing)})")
-    editor = editor or (run.manifest.get("editor") or {}).get("name", "")
+    editor = editor or run.manifest.editor.name
     tolerances = tolerances or {}
+    specs = run.metric_specs()
     rows = leaderboard.rows_for_run(run, n_boot=0)
     if subsets:
         unknown = sorted(set(subsets) - {r["subset"] for r, _ in rows})
         if unknown:
             raise ResultsError(f"subset(s) {unknown} not in the run (it has {[r['subset'] for r, _ in rows]})")
         rows = [(r, s) for r, s in rows if r["subset"] in subsets]
-    result = GateResult(run=str(run.path), baseline_file=str(baseline_file), checks=[], baseline_rows=[])
+    result = GateResult(run=str(run.root), baseline_file=str(baseline_file), checks=[], baseline_rows=[],
+                        min_pairs=min_pairs)
     for row, run_sessions in rows:
         base, note = select_baseline(board, row, editor, config_hash)
         if note:
             result.notes.append(note)
         result.baseline_rows.append(base["row_id"])
         base_sessions = leaderboard.read_sessions(baseline_file, base["row_id"])
-        run_metrics = tables.metric_columns(run.turns)
+        run_metrics = list(specs)
         base_metrics = [c[:-2] for c in base_sessions.columns if c.endswith("_n") and c[:-2] in base_sessions.columns]
         common = [m for m in run_metrics if m in base_metrics]
         if not metrics:
@@ -229,24 +243,32 @@ def run_gate(
             result.notes.append(
                 f"subset {row['subset']}: paired {len(merged)} sessions (run has {n_run}, baseline {n_base})"
             )
+        insufficient = len(merged) < min_pairs
+        if insufficient:
+            result.notes.append(f"subset {row['subset']}: {len(merged)} paired sessions, fewer than --min-pairs "
+                                f"{min_pairs}: not judged (insufficient)")
         for m in common:
             rn = merged[f"{m}_n"].to_numpy(float)
             bn = merged[f"{m}_n_base"].to_numpy(float)
             rs = np.nan_to_num(merged[m].to_numpy(float)) * rn
             bs = np.nan_to_num(merged[f"{m}_base"].to_numpy(float)) * bn
-            hib = tables.higher_is_better(m)
+            hib = tables.higher_is_better(m, specs)
             tol = tolerances.get(m, tolerance)
             bcov = pd.to_numeric(base.get(f"{m}_cov", ""), errors="coerce")
             if rn.sum() == 0 or bn.sum() == 0:
                 d = lo = hi = float("nan")
                 verdict = "no data"
+            elif insufficient:
+                d, lo, hi = paired_delta(rs, rn, bs, bn, n_boot=n_boot, seed=seed)
+                verdict = "insufficient"
             else:
                 d, lo, hi = paired_delta(rs, rn, bs, bn, n_boot=n_boot, seed=seed)
                 sign = 1.0 if hib else -1.0
                 clo, chi = sorted((sign * lo, sign * hi))
                 verdict = _verdict(sign * d, clo, chi, tol)
             rcov = float(row.get(f"{m}_cov", float("nan")))
-            if verdict != "regression" and max_coverage_drop is not None and bcov - rcov > max_coverage_drop:
+            if verdict not in ("regression", "insufficient") and max_coverage_drop is not None \
+                    and bcov - rcov > max_coverage_drop:
                 verdict = "coverage drop"
             result.checks.append(
                 MetricCheck(
@@ -293,7 +315,12 @@ def format_table(result: GateResult) -> str:
     text = ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in lines]
     text += [f"note: {n}" for n in result.notes]
     n_bad = sum(c.verdict in FAILING for c in result.checks)
-    text.append(f"gate: {'FAIL' if n_bad else 'PASS'} ({n_bad} failing of {len(result.checks)} checks)")
+    n_few = sum(c.verdict == "insufficient" for c in result.checks)
+    if result.verdict == "insufficient":
+        text.append(f"gate: INSUFFICIENT ({n_few} of {len(result.checks)} checks have fewer than "
+                    f"{result.min_pairs} paired sessions; exit 3)")
+    else:
+        text.append(f"gate: {'FAIL' if n_bad else 'PASS'} ({n_bad} failing of {len(result.checks)} checks)")
     return "\n".join(text)
 
 
@@ -305,7 +332,7 @@ def junit_xml(result: GateResult) -> str:
         name="micebench.gate",
         tests=str(len(checks)),
         failures=str(sum(c.verdict in FAILING for c in checks)),
-        errors="0",
+        errors=str(sum(c.verdict == "insufficient" for c in checks)),
         skipped=str(sum(c.verdict == "no data" for c in checks)),
     )
     for c in checks:
@@ -318,6 +345,9 @@ def junit_xml(result: GateResult) -> str:
             what = "regressed" if c.verdict == "regression" else "lost coverage"
             detail += f"; coverage run {c.run_coverage:.3f}, baseline {c.baseline_coverage:.3f}"
             ET.SubElement(case, "failure", message=f"{c.metric} {what} on {c.subset}").text = detail
+        elif c.verdict == "insufficient":
+            ET.SubElement(case, "error", message=f"insufficient: {c.paired_sessions} paired sessions, fewer than "
+                          f"--min-pairs {result.min_pairs}").text = detail
         elif c.verdict == "no data":
             ET.SubElement(case, "skipped", message="no scored turns on one side")
         ET.SubElement(case, "system-out").text = detail

@@ -4,6 +4,7 @@ Columns (documented in the README): suite, suite_version, subset, session_id, tu
 task_type, instruction, formatted_instruction, effective_instruction, status, error, input_hash,
 output_hash, seconds, and per judge metric ``<judge>_<metric>`` (NaN without a score) with
 ``<judge>_<metric>_status`` (ok | unscored | not_applicable | not_run), ``_reason`` and ``_votes``.
+A metric whose name already starts with its judge's name is not prefixed twice (``clip_i_src``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import json
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from micebench.results.run import RunManifest, metric_column
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -36,23 +39,15 @@ BASE_COLUMNS = [
 ]
 
 
-def metric_column(judge_name: str, metric: str) -> str:
-    return f"{judge_name}_{metric}"
-
-
 def build_turn_table(store: RunStore) -> pd.DataFrame:
     import pandas as pd
 
-    manifest = store.read_manifest()
-    suite_version = manifest.get("suite", {}).get("version", "")
+    manifest = RunManifest.model_validate(store.read_manifest())
+    suite_version = manifest.suite.version
     # The judges the manifest lists, in order; a later entry with the same name replaces an earlier one.
-    judge_for_name: dict[str, dict] = {}
-    for j in manifest.get("judges", []):
-        judge_for_name[j["name"]] = j
-    key_to_name = {j["key"]: name for name, j in judge_for_name.items()}
-    metric_cols: list[tuple[str, str]] = []
-    for name, j in judge_for_name.items():
-        metric_cols += [(name, m) for m in j.get("metrics", [])]
+    judges = manifest.current_judges()
+    key_to_name = {j.key: j.name for j in judges}
+    metric_cols: list[tuple[str, str]] = [(j.name, m) for j in judges for m in j.metrics]
 
     judged: dict[tuple[str, int, str], tuple] = {}
     for sid, turn, key, _jname, metric, score, status, votes, reason in store.judgement_rows():

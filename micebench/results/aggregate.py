@@ -1,8 +1,9 @@
 """Aggregate tables over the per-turn table of a run (see docs/results.md).
 
 Every function here is pure: it takes the per-turn DataFrame (one row per session and turn, the
-columns of the run-directory contract) and returns a new DataFrame. Nothing reads files except
-:func:`load_run`.
+columns of the run-directory contract) and returns a new DataFrame; nothing reads files. What a metric
+means (its role, whether higher is better) comes in as ``specs``, a mapping column -> MetricSpec
+(``Run.metric_specs()``); nothing here guesses it from a name.
 
 Conventions the functions promise:
 
@@ -20,26 +21,22 @@ Conventions the functions promise:
 from __future__ import annotations
 
 import functools
-import json
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from micebench.results.run import ResultsError
+from micebench.spec import MetricSpec
 
 STATUS_SUFFIX = "_status"
 DEFAULT_BOOTSTRAP = 1000
 DEFAULT_SEED = 0
 DEFAULT_THRESHOLD = 0.5
 REQUIRED_COLUMNS = ("session_id", "turn", "task_type", "status")
-# Substrings of a metric name that mean "lower is better"; every other metric is higher-is-better.
-LOWER_IS_BETTER_MARKERS = ("lpips", "mse", "mae", "rmse", "_l1", "_l2", "dist", "error", "loss", "fid")
 STAT_COLUMNS = ("mean", "ci_low", "ci_high", "scored", "total", "coverage", "sessions")
-
-
-class ResultsError(ValueError):
-    """A run directory or per-turn table that the results tools cannot use; the message says why."""
+Specs = Mapping[str, MetricSpec]
 
 
 def metric_columns(df: pd.DataFrame) -> list[str]:
@@ -48,10 +45,16 @@ def metric_columns(df: pd.DataFrame) -> list[str]:
     return [c for c in df.columns if not c.endswith(STATUS_SUFFIX) and f"{c}{STATUS_SUFFIX}" in cols]
 
 
-def higher_is_better(metric: str) -> bool:
-    """Whether a larger value of ``metric`` is better (names with a marker in LOWER_IS_BETTER_MARKERS are not)."""
-    name = metric.lower()
-    return not any(m in name for m in LOWER_IS_BETTER_MARKERS)
+def higher_is_better(metric: str, specs: Specs | None) -> bool:
+    """Whether a larger value of ``metric`` is better, as its spec says (a metric without a spec: yes)."""
+    spec = (specs or {}).get(metric)
+    return True if spec is None else spec.higher_is_better
+
+
+def role(metric: str, specs: Specs | None) -> str:
+    """The metric's role (if, cc, ga, other) as its spec says; ``other`` without a spec."""
+    spec = (specs or {}).get(metric)
+    return "other" if spec is None else spec.role
 
 
 def check_turn_table(df: pd.DataFrame, where: str = "per-turn table") -> None:
@@ -114,6 +117,24 @@ def resample_weights(n_units: int, n_boot: int, seed: int) -> np.ndarray:
     weights = np.bincount(idx.ravel(), minlength=n_boot * n_units).reshape(n_boot, n_units).astype(float)
     weights.flags.writeable = False
     return weights
+
+
+def paired_delta(
+    run_sums: np.ndarray, run_counts: np.ndarray, base_sums: np.ndarray, base_counts: np.ndarray,
+    *, n_boot: int, seed: int,
+) -> tuple[float, float, float]:
+    """(delta, ci_low, ci_high) of ratio-of-sums means, sessions resampled jointly (paired bootstrap)."""
+    delta = run_sums.sum() / run_counts.sum() - base_sums.sum() / base_counts.sum()
+    if len(run_sums) < 2 or n_boot < 1:
+        return float(delta), float("nan"), float("nan")
+    w = resample_weights(len(run_sums), n_boot, seed)
+    rn, bn = w @ run_counts, w @ base_counts
+    keep = (rn > 0) & (bn > 0)
+    if not keep.any():
+        return float(delta), float("nan"), float("nan")
+    boots = (w @ run_sums)[keep] / rn[keep] - (w @ base_sums)[keep] / bn[keep]
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    return float(delta), float(lo), float(hi)
 
 
 def _stats(df: pd.DataFrame, metric: str, n_boot: int, seed: int) -> dict[str, Any]:
@@ -185,9 +206,9 @@ def by_subset(df: pd.DataFrame, metrics: list[str] | None = None, **kw: Any) -> 
     return aggregate(df, ["subset"], metrics, **kw)
 
 
-def default_success_metrics(df: pd.DataFrame) -> list[str]:
-    """The metrics cumulative success uses when none are named: every instruction-following column (``*_if``)."""
-    return [m for m in metric_columns(df) if m == "if" or m.endswith("_if")]
+def default_success_metrics(df: pd.DataFrame, specs: Specs | None) -> list[str]:
+    """The metrics cumulative success uses when none are named: every metric whose role is ``if``."""
+    return [m for m in metric_columns(df) if role(m, specs) == "if"]
 
 
 def cumulative_success(
@@ -195,17 +216,20 @@ def cumulative_success(
     metrics: list[str] | None = None,
     threshold: float = DEFAULT_THRESHOLD,
     *,
+    specs: Specs | None = None,
     n_boot: int = DEFAULT_BOOTSTRAP,
     seed: int = DEFAULT_SEED,
 ) -> pd.DataFrame:
     """Share of sessions that pass every turn up to t, for each metric and turn index t.
+
+    ``metrics`` defaults to the metrics whose spec gives them role ``if``.
 
     A turn passes when its score is ``>= threshold`` (``<=`` for lower-is-better metrics). A session's
     outcome at t is *fail* as soon as a scored turn <= t failed, *pass* when every turn <= t passed or
     was not applicable, and *unknown* otherwise (a turn <= t unscored, not run or not edited). The rate
     is passes / (passes + fails); ``coverage`` is the known share of the sessions that reach turn t.
     """
-    metrics = default_success_metrics(df) if metrics is None else list(metrics)
+    metrics = default_success_metrics(df, specs) if metrics is None else list(metrics)
     rows = []
     df = df.sort_values(["session_id", "turn"], kind="stable")
     max_turn = int(df["turn"].max()) if len(df) else 0
@@ -214,7 +238,7 @@ def cumulative_success(
             raise ResultsError(f"metric {m!r} not in the per-turn table")
         scored, applicable = _cells(df, m)
         values = pd.to_numeric(df[m], errors="coerce").to_numpy(dtype=float)
-        good = values >= threshold if higher_is_better(m) else values <= threshold
+        good = values >= threshold if higher_is_better(m, specs) else values <= threshold
         # per turn: 1 pass, 0 fail, -1 unknown (not applicable counts as pass)
         state = np.where(~applicable, 1, np.where(scored, good.astype(int), -1))
         frame = pd.DataFrame({"session_id": df["session_id"].astype(str).to_numpy(), "turn": df["turn"], "s": state})
@@ -290,48 +314,3 @@ def wide(long: pd.DataFrame, index: str, digits: int = 3, rows: str = "metric") 
     if rows == "group":
         return long.pivot(index=index, columns="metric", values="cell")[order]
     return long.pivot(index="metric", columns=index, values="cell").loc[order]
-
-
-@dataclass(frozen=True)
-class RunData:
-    """A loaded run: its directory, manifest and per-turn table."""
-
-    path: Path
-    manifest: dict[str, Any]
-    turns: pd.DataFrame
-
-    @property
-    def label(self) -> str:
-        """A short name for tables and plots: the editor name and run id."""
-        editor = (self.manifest.get("editor") or {}).get("name", "?")
-        return f"{editor} ({self.manifest.get('run_id', self.path.name)})"
-
-
-def load_run(run_dir: str | Path) -> RunData:
-    """Read ``manifest.json`` and the per-turn table of a run directory; ResultsError names what is wrong."""
-    path = Path(run_dir)
-    if not path.is_dir():
-        raise ResultsError(f"{path}: not a run directory")
-    mpath = path / "manifest.json"
-    if not mpath.is_file():
-        raise ResultsError(f"{path}: no manifest.json (is this a run directory?)")
-    try:
-        manifest = json.loads(mpath.read_text())
-    except json.JSONDecodeError as e:
-        raise ResultsError(f"{mpath}: not valid JSON ({e})") from e
-    if not isinstance(manifest, dict):
-        raise ResultsError(f"{mpath}: expected a JSON object")
-    try:
-        from micebench.store import read_turn_table
-    except ImportError:  # the store module is optional for reading an exported table
-        read_turn_table = None
-    pq = path / "turns.parquet"
-    if pq.is_file() or read_turn_table is None:
-        if not pq.is_file():
-            raise ResultsError(f"{path}: no turns.parquet")
-        turns = pd.read_parquet(pq)
-    else:
-        turns = read_turn_table(path)
-    check_turn_table(turns, where=str(pq))
-    turns = turns.assign(turn=turns["turn"].astype(int))
-    return RunData(path=path, manifest=manifest, turns=turns)
