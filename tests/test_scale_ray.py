@@ -93,7 +93,7 @@ def test_errors_and_skips_read_the_same_under_ray(cluster, tmp_path):
     suite = load_suite("synth", {"n": 2}, seed=1)
     sid = suite.sessions[1].id
     opts = {"faults": {f"{sid}#2": "raise", f"{suite.sessions[2].id}#1": "error"}}
-    runs = [start_run(suite, "faulty_editors:FaultyEditor", opts, [("pixel", {})], out=tmp_path, run_name=name,
+    runs = [start_run(suite, "faulty_editors:FaultyEditor", opts, [], out=tmp_path, run_name=name,
                       settings=RunSettings(progress=False, batch_size=1), executor=ex)
             for name, ex in (("local", None), ("ray", RAY2))]
     a, b = (_table(r.run_dir) for r in runs)
