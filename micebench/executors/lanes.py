@@ -20,24 +20,23 @@ _ITEM, _DONE, _ERROR = "item", "done", "error"
 def run_lanes(lanes: Sequence[Callable[[], Iterable[T]]], name: str = "micebench-lane") -> Iterator[T]:
     """Run each lane (a callable returning an iterable) in its own thread; yield items as they come.
 
-    Each lane waits for the caller to take its item before producing the next, so at most one
-    result per lane is held in memory and nothing is produced after the caller stops.
+    A lane may compute its next item while its previous one waits to be consumed (the caller's
+    commit overlaps the lane's next remote call), but no further: at most one finished and one
+    unfinished item per lane exist at a time, and nothing new is handed over after the caller stops.
     """
     if not lanes:
         return
     out: queue.Queue[tuple[str, int, Any]] = queue.Queue()
-    taken = [threading.Semaphore(0) for _ in lanes]
+    credit = [threading.Semaphore(1) for _ in lanes]  # one handed-over item per lane not yet consumed
     stop = threading.Event()
 
     def drive(i: int, lane: Callable[[], Iterable[T]]) -> None:
         try:
             for item in lane():
+                credit[i].acquire()
                 if stop.is_set():
                     return
                 out.put((_ITEM, i, item))
-                taken[i].acquire()
-                if stop.is_set():
-                    return
         except BaseException as e:  # handed to the caller, which raises it
             out.put((_ERROR, i, e))
             return
@@ -57,10 +56,10 @@ def run_lanes(lanes: Sequence[Callable[[], Iterable[T]]], name: str = "micebench
                 running -= 1
                 continue
             yield payload
-            taken[i].release()
+            credit[i].release()
     finally:
         stop.set()
-        for sem in taken:
+        for sem in credit:
             sem.release()
 
 
