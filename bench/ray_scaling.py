@@ -13,8 +13,8 @@ Run on demand (not a test; needs ``micebench[ray]``):
 2. Overhead: the identity editor (no work) on ``--overhead-sessions`` x 3 turns at 256x256, local
    executor vs Ray with 1 worker: seconds per turn of the edit phase, and the difference.
 
-Each measurement is repeated ``--repeat`` times and the best is kept (the least disturbed by
-other load). Numbers are only meaningful on a quiet machine: say how loaded it was.
+Each measurement is repeated ``--repeat`` times, interleaved, and the best is kept (the least
+disturbed by other load). Numbers are only meaningful on a quiet machine: say how loaded it was.
 """
 
 from __future__ import annotations
@@ -132,13 +132,14 @@ def main() -> None:
         spin = make_suite(Path(tmp) / "spin", args.sessions, 128)
         ident = make_suite(Path(tmp) / "ident", args.overhead_sessions, 256)
         opts = {"spin_ms": args.spin_ms}
-        one = best([edit_phase(spin, "ray_scaling:SpinEditor", opts, ExecutorSpec("ray", workers=1),
-                               args.batch_size) for _ in range(args.repeat)])
-        two = best([edit_phase(spin, "ray_scaling:SpinEditor", opts, ExecutorSpec("ray", workers=2),
-                               args.batch_size) for _ in range(args.repeat)])
-        local = best([edit_phase(ident, "identity", {}, None, args.batch_size) for _ in range(args.repeat)])
-        remote = best([edit_phase(ident, "identity", {}, ExecutorSpec("ray", workers=1), args.batch_size)
-                       for _ in range(args.repeat)])
+        runs: dict[str, list[dict]] = {"one": [], "two": [], "local": [], "remote": []}
+        for _ in range(args.repeat):  # interleaved, so a change in the machine's load hits both sides
+            for w, key in ((1, "one"), (2, "two")):
+                runs[key].append(edit_phase(spin, "ray_scaling:SpinEditor", opts, ExecutorSpec("ray", workers=w),
+                                            args.batch_size))
+            runs["local"].append(edit_phase(ident, "identity", {}, None, args.batch_size))
+            runs["remote"].append(edit_phase(ident, "identity", {}, ExecutorSpec("ray", workers=1), args.batch_size))
+        one, two, local, remote = (best(runs[k]) for k in ("one", "two", "local", "remote"))
     ray.shutdown()
     ideal = 1000.0 / args.spin_ms
     print(f"\nscaling: CPU-bound editor, {args.spin_ms:g} ms/turn ({ideal:.2f} turns/s per core at best), "
