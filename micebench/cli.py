@@ -131,7 +131,8 @@ def _default_judges(suite_name: str) -> tuple[str, ...]:
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed passed to suites, editors and judges "
               "that take one.")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False, exists=True),
-              help="Finish an interrupted run directory (all other options come from its manifest).")
+              help="Finish an interrupted run directory (other options come from its manifest; "
+              "--executor and its options may move it elsewhere).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 @click.option("--executor", type=click.Choice(["local", "ray"]), help="Where editors and judges run: in this "
               "process, or as Ray actors (pip install 'micebench[ray]').  [default: local]")
