@@ -78,3 +78,16 @@ def load_image(path: str | Path, what: str = "image") -> Image.Image:
             return as_rgb_image(im, what)
     except (OSError, SyntaxError) as e:
         raise BadImageError(f"{what}: cannot read {p}: {e}") from e
+
+
+def load_source(session: Any) -> Image.Image:
+    """A session's source image as the editor and judges must see it: read from ``session.source_image``, then
+    resized (LANCZOS, no crop) to ``session.metadata["source_resize"]`` = [width, height] when the suite says so
+    (MICE-Bench sources are 512 x 512 upstream)."""
+    img = load_image(session.source_image, f"session {session.id}: source image")
+    size = (session.metadata or {}).get("source_resize")
+    if size:
+        w, h = (int(v) for v in size)
+        if img.size != (w, h):
+            img = img.resize((w, h), Image.LANCZOS)
+    return img

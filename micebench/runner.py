@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from micebench.editors.base import Editor
-from micebench.images import BadImageError, as_rgb_image, load_image
+from micebench.images import BadImageError, as_rgb_image, load_source
 from micebench.judges.base import Judge
 from micebench.spec import EditRequest, EditResult, Judgement, JudgeRequest, Session
 from micebench.store import RunStore, RunStoreError, TurnRecord
@@ -236,7 +236,7 @@ class Runner:
 
     def _request(self, s: Session, t: int, records: dict[tuple[str, int], TurnRecord]) -> tuple[EditRequest, str]:
         if t == 0:
-            source = load_image(s.source_image, f"session {s.id}: source image")
+            source = load_source(s)  # resized when the suite says so (MICE-Bench: 512 x 512)
             source_hash = self.store.put_image(source)
         else:
             source_hash = records[(s.id, 0)].input_hash or ""

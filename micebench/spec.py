@@ -185,6 +185,7 @@ class Judgement(_Frozen):
     model: str = ""
     revision: str = ""
     prompt_hash: str = ""
+    protocol: str = Field(default="", description="Scoring protocol, e.g. the mice judge's strict or upstream.")
 
     @model_validator(mode="after")
     def _score_iff_ok(self) -> Judgement:

@@ -3,6 +3,11 @@
 One JSON object per line and session; list fields hold one entry per turn (see
 ``shared/mice-bench/PROTOCOL.md``). Image paths are relative to the subset folder (or to
 ``--image-root``). Every problem is reported with file, line and field.
+
+``resize``: the size every source image is resized to (LANCZOS, no crop) before the editor sees it
+and before any judge scores it, as the authors' data loader does (512 x 512 in MICE-Bench). It
+travels with each session as ``metadata["source_resize"]`` and is applied when the runner loads the
+source (:func:`micebench.images.load_source`), so the stored source of a run is the resized image.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 
 from micebench.spec import TASK_TYPES, Session, Turn
 from micebench.suites.base import Suite, SuiteConfig, SuiteData, SuiteError, resolve_inside
@@ -19,6 +24,7 @@ from micebench.suites.base import Suite, SuiteConfig, SuiteData, SuiteError, res
 METADATA_FILE = "test_metadata.jsonl"
 PER_TURN_FIELDS = ("task_type", "formatted_instruction", "bg_consistency", "unchanged_objects", "all_objects")
 SUITE_VERSION = "mice-1"
+UPSTREAM_SIZE = 512  # flow_grpo/edival_dataset.py: resolution=512, LANCZOS, no crop
 
 
 def find_metadata(path: Path) -> Path:
@@ -36,11 +42,13 @@ def load_mice_jsonl(
     subset: str | None = None,
     suite_name: str = "mice",
     check_images: bool = True,
+    resize: int | None = None,
 ) -> SuiteData:
     """Load a MICE/EdiVal JSONL file (or a folder holding ``test_metadata.jsonl``).
 
     ``subset`` defaults to the name of the file's folder (``cm`` or ``cu`` in MICE-Bench).
     With ``check_images`` every source image must exist; the error lists how many are missing.
+    ``resize``: a side length; each session's source is then resized to ``resize`` x ``resize``.
     """
     file = find_metadata(Path(path))
     if not file.is_file():
@@ -60,7 +68,7 @@ def load_mice_jsonl(
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
                 raise SuiteError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from e
-            session = _session(obj, where, subset, suite_name, bases)
+            session = _session(obj, where, subset, suite_name, bases, resize)
             if session.id in seen:
                 raise SuiteError(f"{where}: session id {session.id!r} repeats line {seen[session.id]}")
             seen[session.id] = lineno
@@ -77,10 +85,18 @@ def load_mice_jsonl(
             f"{first}\nMICE-Bench distributes its images separately: unpack them and pass --image-root DIR."
         )
     return SuiteData(name=suite_name, version=SUITE_VERSION, sessions=tuple(sessions), source=str(file),
-                     options={"subset": subset})
+                     options={"subset": subset, **resize_options(resize)})
 
 
-def _session(obj: Any, where: str, subset: str, suite_name: str, bases: list[Path]) -> Session:
+def resize_options(resize: int | None) -> dict[str, Any]:
+    """What the manifest records about the source resize."""
+    if resize is None:
+        return {"resize": "none"}
+    return {"resize": resize, "source_size": [resize, resize], "resample": "lanczos"}
+
+
+def _session(obj: Any, where: str, subset: str, suite_name: str, bases: list[Path], resize: int | None = None
+             ) -> Session:  # fmt: skip
     if not isinstance(obj, dict):
         raise SuiteError(f"{where}: expected a JSON object, got {type(obj).__name__}")
     for key in ("image", "instruction", *PER_TURN_FIELDS):
@@ -130,7 +146,9 @@ def _session(obj: Any, where: str, subset: str, suite_name: str, bases: list[Pat
         except (ValidationError, TypeError) as e:
             raise SuiteError(f"{where}: turn {t + 1}: {_first_error(e)}") from e
     sid = f"{subset}/{Path(obj['image']).stem}" if subset else Path(obj["image"]).stem
-    return Session(id=sid, suite=suite_name, subset=subset, source_image=str(image), turns=tuple(turns))
+    meta = {"source_resize": [resize, resize]} if resize is not None else {}
+    return Session(id=sid, suite=suite_name, subset=subset, source_image=str(image), turns=tuple(turns),
+                   metadata=meta)
 
 
 def _first_error(e: Exception) -> str:
@@ -140,15 +158,33 @@ def _first_error(e: Exception) -> str:
     return str(e)
 
 
+def find_subsets_folder(root: Path, subsets: tuple[str, ...]) -> Path:
+    """The folder holding the subset folders: ``root`` itself, or ``root/dataset`` (the authors' checkout)."""
+    for cand in (root, root / "dataset"):
+        if all((cand / s / METADATA_FILE).is_file() for s in subsets):
+            return cand
+    want = ", ".join(f"{s}/{METADATA_FILE}" for s in subsets)
+    raise SuiteError(f"suite 'mice': {root} holds neither {want} nor dataset/{{{','.join(subsets)}}}/ (the Edit-R2 "
+                     "checkout's layout)")  # fmt: skip
+
+
 class MiceSuite(Suite):
-    """MICE-Bench: ``-S root=DIR`` where DIR holds ``cm/`` and ``cu/`` (each with test_metadata.jsonl
-    and, unless ``--image-root`` says otherwise, ``source_image/``). ``-S subset=cm|cu|both``.
-    ``root`` defaults to ``$MICEBENCH_MICE_ROOT``."""
+    """MICE-Bench: ``-S root=DIR`` where DIR is the Edit-R2 authors' checkout (holding ``dataset/cm`` and
+    ``dataset/cu``) or a folder holding ``cm/`` and ``cu/`` (each with test_metadata.jsonl and, unless
+    ``--image-root`` says otherwise, ``source_image/``). ``-S subset=cm|cu|both``. ``root`` defaults to
+    ``$MICEBENCH_MICE_ROOT``. Sources are resized to 512 x 512 (LANCZOS) as upstream does;
+    ``-S resize=none`` keeps them as they are, ``-S resize=N`` gives N x N."""
 
     class Config(SuiteConfig):
-        root: Path | None = Field(default=None, description="Folder holding cm/ and cu/ ($MICEBENCH_MICE_ROOT).")
+        root: Path | None = Field(default=None, description="Edit-R2 checkout, or a folder with cm/ and cu/.")
         subset: Literal["cm", "cu", "both"] = "both"
         check_images: bool = True
+        resize: int | None = Field(default=UPSTREAM_SIZE, ge=16, description="Source side after resize; none: off.")
+
+        @field_validator("resize", mode="before")
+        @classmethod
+        def _none(cls, v: Any) -> Any:
+            return None if isinstance(v, str) and v.strip().lower() in ("none", "off", "false", "no") else v
 
     def load(self, image_root: Path | None = None) -> SuiteData:
         import os
@@ -156,10 +192,12 @@ class MiceSuite(Suite):
         root = self.config.root or (Path(os.environ["MICEBENCH_MICE_ROOT"]) if os.environ.get("MICEBENCH_MICE_ROOT")
                                     else None)
         if root is None:
-            raise SuiteError("suite 'mice': say where MICE-Bench is with -S root=DIR (DIR holds cm/ and cu/) "
-                             "or $MICEBENCH_MICE_ROOT")
+            raise SuiteError("suite 'mice': say where MICE-Bench is with -S root=DIR (the Edit-R2 checkout, or a "
+                             "folder holding cm/ and cu/) or $MICEBENCH_MICE_ROOT")
         subsets = ("cm", "cu") if self.config.subset == "both" else (self.config.subset,)
-        parts = [load_mice_jsonl(Path(root) / s, image_root, subset=s, suite_name="mice",
-                                 check_images=self.config.check_images) for s in subsets]
+        folder = find_subsets_folder(Path(root).expanduser(), subsets)
+        parts = [load_mice_jsonl(folder / s, image_root, subset=s, suite_name="mice",
+                                 check_images=self.config.check_images, resize=self.config.resize) for s in subsets]
         return SuiteData(name="mice", version=SUITE_VERSION, sessions=tuple(x for p in parts for x in p.sessions),
-                         source=str(root), options={"subset": self.config.subset})
+                         source=str(folder), options={"subset": self.config.subset,
+                                                      **resize_options(self.config.resize)})

@@ -19,7 +19,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from micebench.editors.base import Editor, EditorConfig
 from micebench.spec import EditRequest, EditResult
@@ -43,6 +43,9 @@ class EditR2Config(EditorConfig):
     device: str = "auto"
     ic_cot: Literal["auto", "cm", "cu", "generic", "off"] = "auto"
     ic_cot_system_prompt: str | None = Field(None, description="Replace the built-in think-then-answer prompt.")
+    upstream_repo: str | None = Field(
+        None, description="Edit-R2 checkout: IC-CoT uses the authors' text (default $MICEBENCH_EDITR2_REPO)."
+    )
     seed: int = 42
     max_think_tokens: int = Field(300, ge=2, description="IC-CoT decode budget, counting the initial BOS.")
     rope_inv_freq_dtype: Literal["bfloat16", "float32"] = Field(
@@ -67,6 +70,15 @@ class EditR2Config(EditorConfig):
         if not 0.0 <= v[0] <= v[1] <= 1.0:
             raise ValueError(f"cfg_interval {v} must satisfy 0 <= lo <= hi <= 1")
         return v
+
+    @model_validator(mode="after")
+    def _upstream_checkout(self) -> EditR2Config:
+        """A given checkout is checked when the options are read: a wrong one stops the run before any work."""
+        if self.ic_cot != "off":
+            from .prompts import ic_cot_text
+
+            ic_cot_text(self.upstream_repo)
+        return self
 
 
 class BagelConfig(EditR2Config):
@@ -112,6 +124,15 @@ class EditR2Editor(Editor):
         self._engine = None
         self.load_report = None
         self._sessions: OrderedDict[str, SessionState] = OrderedDict()
+        self.ic_cot_text = None  # which IC-CoT texts: the authors' (upstream_repo) or micebench's paraphrase
+        if self.config.ic_cot != "off":
+            from .prompts import PARAPHRASE_NOTE, ic_cot_text
+
+            self.ic_cot_text = ic_cot_text(self.config.upstream_repo)
+            if self.ic_cot_text.source == "paraphrase":
+                import warnings
+
+                warnings.warn(PARAPHRASE_NOTE, UserWarning, stacklevel=2)
 
     # -- loading ---------------------------------------------------------------------------------
     def _resolve_device_dtype(self):
@@ -162,11 +183,21 @@ class EditR2Editor(Editor):
 
     def describe(self) -> dict[str, Any]:
         """The config plus a hash of the IC-CoT prompt texts, so a prompt change shows in the manifest."""
-        from .prompts import TASKS, THINK_SYSTEM_PROMPT
+        from .prompts import PARAPHRASE_NOTE, TASKS, THINK_SYSTEM_PROMPT
 
         out = super().describe()
-        texts = [self.config.ic_cot_system_prompt or THINK_SYSTEM_PROMPT, *(TASKS[k] for k in sorted(TASKS))]
+        text = self.ic_cot_text
+        if text is not None and text.source == "upstream":
+            from micebench.upstream import EDIT_R2_COMMIT
+
+            texts = [self.config.ic_cot_system_prompt or text.system_prompt, text.sha256]
+            out["ic_cot_upstream_commit"] = EDIT_R2_COMMIT
+        else:
+            texts = [self.config.ic_cot_system_prompt or THINK_SYSTEM_PROMPT, *(TASKS[k] for k in sorted(TASKS))]
         out["ic_cot_prompt_sha256"] = hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:16]
+        out["ic_cot_text"] = "off" if text is None else text.source
+        if text is not None and text.source == "paraphrase":
+            out["ic_cot_text_note"] = PARAPHRASE_NOTE
         return out
 
     # -- editing ---------------------------------------------------------------------------------
@@ -210,7 +241,7 @@ class EditR2Editor(Editor):
     def _edit_one(self, engine, req: EditRequest):
         import torch
 
-        from .generation import THINK_SYSTEM_PROMPT, ic_cot_rewrite
+        from .generation import ic_cot_rewrite
         from .sampler import SamplerSettings, sample
 
         c = self.config
@@ -228,6 +259,9 @@ class EditR2Editor(Editor):
         mode = self.ic_cot_mode(req)
         extra["ic_cot_mode"] = mode
         if req.turn_index > 0 and mode != "off":
+            from .prompts import PARAPHRASE
+
+            text = self.ic_cot_text or PARAPHRASE  # None only when ic_cot=off in the config but forced here
             rw = ic_cot_rewrite(
                 engine,
                 state.gen,
@@ -235,7 +269,8 @@ class EditR2Editor(Editor):
                 req.instruction,
                 mode,
                 max_length=c.max_think_tokens,
-                system_prompt=c.ic_cot_system_prompt or THINK_SYSTEM_PROMPT,
+                system_prompt=c.ic_cot_system_prompt or text.system_prompt,
+                question=text.question(list(req.history_instructions), req.instruction, mode),
             )
             instruction = rw.instruction
             extra.update(

@@ -105,10 +105,12 @@ def ic_cot_rewrite(
     mode: str,
     max_length: int = 300,
     system_prompt: str = THINK_SYSTEM_PROMPT,
+    question: str | None = None,
 ) -> Rewrite:
-    """Run IC-CoT on a scratch copy of ``gen`` (``gen`` itself is not changed)."""
+    """Run IC-CoT on a scratch copy of ``gen`` (``gen`` itself is not changed). ``question``: the rewrite
+    request to ask (e.g. the authors' text, see ``prompts.ic_cot_text``); default: this project's paraphrase."""
     scratch = engine.add_text(gen, system_prompt)
-    scratch = engine.add_text(scratch, rewrite_request(history, current, mode))
+    scratch = engine.add_text(scratch, rewrite_request(history, current, mode) if question is None else question)
     raw, n = greedy_decode(engine, scratch, max_length)
     instruction, fallback = extract_instruction(raw, current)
     return Rewrite(instruction=instruction, raw_output=raw, fallback=fallback, num_tokens=n)

@@ -16,11 +16,13 @@ from typing import Any, Protocol, runtime_checkable
 
 @dataclass(frozen=True)
 class Detection:
-    """One detected box: normalised corners, confidence, and the phrase it matched."""
+    """One detected box: normalised corners, confidence, the phrase it matched, and its place in the
+    detector's own (query) order, which ``protocol=upstream`` keeps (lists here are sorted by score)."""
 
     box: tuple[float, float, float, float]
     score: float
     label: str = ""
+    index: int = 0
 
     @property
     def center(self) -> tuple[float, float]:
@@ -164,8 +166,9 @@ class GroundingDinoDetector:
             )[0]
         labels = result["text_labels"] if "text_labels" in result else result.get("labels", [])
         found = []
-        for box, score, label in zip(result["boxes"].tolist(), result["scores"].tolist(), labels, strict=True):
+        rows = zip(result["boxes"].tolist(), result["scores"].tolist(), labels, strict=True)
+        for i, (box, score, label) in enumerate(rows):
             # Not clipped to [0, 1]: upstream's IoU and large-box tests see the raw box.
-            found.append(Detection(box=tuple(float(v) for v in box), score=float(score), label=str(label)))
+            found.append(Detection(box=tuple(float(v) for v in box), score=float(score), label=str(label), index=i))
         found.sort(key=lambda d: -d.score)
         return found

@@ -1,5 +1,11 @@
 """The ``mice`` judge: MICE-Bench IF, CC and GA (PROTOCOL.md sections 2-4, deviations of section 6).
 
+Two protocols. ``strict`` (the default, the honest variant): a turn the judge could not score is
+``unscored`` with the reason, never a number. ``upstream``: every rule of the Edit-R2 authors' code,
+failures turned into their numbers included (0.5 for an empty ``unchanged_objects``, "no" for a
+failed VLM call, ...), with the authors' prompts read from their checkout (``upstream_repo``); every
+substituted number says so in its reason. Judgements and ``describe()`` carry the protocol.
+
 Select a profile with ``--judge mice -J profile=judges/qwen25vl-32b-vllm.yaml``; explicit options
 win over the profile's values. Every vote is stored in ``Judgement.votes`` (``None`` for a vote that
 failed); the score is the mean of the votes that succeeded and ``reason`` says how many did. When
@@ -15,72 +21,14 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
-
-from pydantic import Field, model_validator
+from typing import Any, ClassVar
 
 from micebench.judges.base import Judge, JudgeConfig
-from micebench.options import OptionsError, read_yaml_mapping
+from micebench.judges.mice.config import _OPERATIONAL, MiceConfig, _upstream_texts, resolve_profile
+from micebench.options import OptionsError
 from micebench.spec import Judgement, JudgeRequest, MetricSpec
 
-#: Options that change how a run goes, not what it scores: left out of the cache identity.
-_OPERATIONAL = {
-    "profile", "base_url", "base_url_env", "api_key_env", "concurrency", "timeout_s", "max_retries",
-    "backoff_s", "cache_path", "device", "prompts_dir", "votes",
-}  # fmt: skip
-
-
-def resolve_profile(name: str) -> Path:
-    """A profile path as given (absolute or relative to the working directory), else relative to the
-    repository root, else ``judges/<name>.yaml`` there."""
-    from micebench.judges.mice.prompts import repo_root
-
-    candidates = [Path(name), repo_root() / name, repo_root() / "judges" / f"{name}.yaml"]
-    for c in candidates:
-        if c.is_file():
-            return c.resolve()
-    tried = ", ".join(str(c) for c in candidates)
-    raise OptionsError(f"judge profile {name!r} not found (tried {tried})")
-
-
-class MiceConfig(JudgeConfig):
-    profile: str | None = Field(None, description="YAML profile merged under the explicit options.")
-    vlm_backend: Literal["openai", "transformers"] = "openai"
-    base_url: str | None = Field(None, description="OpenAI-compatible base URL; default: $base_url_env.")
-    base_url_env: str = "MICEBENCH_VLM_BASE_URL"
-    api_key_env: str = "MICEBENCH_VLM_API_KEY"
-    model: str = "Qwen/Qwen2.5-VL-32B-Instruct"
-    vlm_path: str | None = Field(None, description="Local Qwen2.5-VL directory for vlm_backend=transformers.")
-    votes: int = Field(4, ge=1)
-    temperature: float = Field(0.6, ge=0)
-    max_tokens: int = Field(1024, ge=1)
-    seed: int | None = None
-    concurrency: int = Field(8, ge=1)
-    timeout_s: float = Field(120.0, gt=0)
-    max_retries: int = Field(4, ge=0)
-    backoff_s: float = Field(1.0, ge=0)
-    detector_path: str = "IDEA-Research/grounding-dino-tiny"
-    features_path: str = "facebook/dinov3-vitl16-pretrain-lvd1689m"
-    device: str = "auto"
-    ga_variant: Literal["auto", "cm", "cu"] = "auto"
-    ga_max_images: int = Field(4, ge=2)
-    yes_match: Literal["leading", "substring"] = "leading"
-    patch_tokens: Literal["real", "upstream"] = "real"
-    prompts_dir: str | None = None
-    cache_path: str | None = Field(None, description="SQLite cache; default ~/.cache/micebench/mice.sqlite; 'none'.")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _merge_profile(cls, data: Any) -> Any:
-        if not isinstance(data, dict) or not data.get("profile"):
-            return data
-        path = resolve_profile(str(data["profile"]))
-        values = read_yaml_mapping(path)
-        if "profile" in values:
-            raise OptionsError(f"{path}: a profile cannot name another profile")
-        if values.get("prompts_dir") and not Path(values["prompts_dir"]).is_absolute():
-            values["prompts_dir"] = str((path.parent / values["prompts_dir"]).resolve())
-        return {**values, **data}
+__all__ = ["MiceConfig", "MiceJudge", "resolve_profile"]
 
 
 def _fixed(judgement: Judgement) -> dict[str, Any]:
@@ -92,6 +40,7 @@ class _Vote:
     score: float | None
     reason: str
     raw: str = ""
+    substituted: bool = False  # protocol=upstream: a failure turned into a number (never cached)
 
 
 class MiceJudge(Judge):
@@ -113,21 +62,35 @@ class MiceJudge(Judge):
 
     def __init__(self, config: MiceConfig | None = None, *, detector=None, features=None, vlm=None) -> None:
         super().__init__(config)
-        from micebench.judges.mice.prompts import load_prompts
+        if self.upstream_protocol:
+            self.upstream = _upstream_texts(self.config.upstream_repo)
+            self.prompts = None
+        else:
+            from micebench.judges.mice.prompts import load_prompts
 
-        self.prompts = load_prompts(self.config.prompts_dir)
+            self.upstream = None
+            self.prompts = load_prompts(self.config.prompts_dir)
         self._detector, self._features, self._vlm = detector, features, vlm
         self._vote_cache = None
         self._request_cache = None
 
     # ----- identity -------------------------------------------------------------------------
     @property
+    def upstream_protocol(self) -> bool:
+        return self.config.protocol == "upstream"
+
+    @property
     def prompt_hash(self) -> str:
-        return self.prompts.hash
+        return self.upstream.hash if self.upstream is not None else self.prompts.hash
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()
         d["prompt_hash"] = self.prompt_hash
+        d["protocol"] = self.config.protocol
+        if self.upstream is not None:
+            from micebench.upstream import EDIT_R2_COMMIT
+
+            d["upstream_commit"] = EDIT_R2_COMMIT
         return d
 
     @property
@@ -165,9 +128,10 @@ class MiceJudge(Judge):
     @property
     def features(self):
         if self._features is None:
-            from micebench.judges.backends.features import Dinov3Features
+            from micebench.judges.backends.features import Dinov3Features, TimmDinov3Features
 
-            self._features = Dinov3Features(self.config.features_path, self.config.device)
+            backend = TimmDinov3Features if self.config.features_backend == "timm" else Dinov3Features
+            self._features = backend(self.config.features_path, self.config.device)
         return self._features
 
     @property
@@ -259,7 +223,8 @@ class MiceJudge(Judge):
             if rev:
                 revs.append(rev)
         model, revision = " + ".join(names), " + ".join(revs)
-        return {"judge": "mice", "model": model, "revision": revision, "prompt_hash": self.prompt_hash}
+        return {"judge": "mice", "model": model, "revision": revision, "prompt_hash": self.prompt_hash,
+                "protocol": self.config.protocol}  # fmt: skip
 
     def _plan(self, req: JudgeRequest, src_hash: str, out_hashes: list[str]) -> dict[str, Any]:
         from micebench.judges.mice.ga import build_ga_prompt, ga_variant
@@ -268,6 +233,10 @@ class MiceJudge(Judge):
 
         turn, t = req.turn, req.turn_index
         hashes = [src_hash, *out_hashes]
+        if self.upstream is not None:
+            from micebench.judges.mice.upstream_judge import plan_upstream
+
+            return plan_upstream(self, req, hashes)
         plan: dict[str, Any] = {}
         try:
             parsed = parse_instruction(turn.task_type, turn.formatted_instruction)
@@ -311,8 +280,13 @@ class MiceJudge(Judge):
             hit = cache.get(key)
             if hit is not None:
                 return _Vote(hit["score"], hit["reason"], hit["raw"])
-        result = self._compute_vote(req, spec, metric, vote)
-        if cache is not None and result.score is not None:
+        if self.upstream is not None:
+            from micebench.judges.mice.upstream_judge import compute_vote_upstream
+
+            result = compute_vote_upstream(self, req, spec, metric, vote)
+        else:
+            result = self._compute_vote(req, spec, metric, vote)
+        if cache is not None and result.score is not None and not result.substituted:
             cache.put(key, result.score, result.reason, result.raw)
         return result
 
@@ -365,6 +339,11 @@ class MiceJudge(Judge):
         n = len(votes)
         raws = [v.raw for v in votes if v.raw]
         raw = "\n---\n".join(raws)[:8000]
+        if self.upstream is not None and ok:  # upstream votes always carry a number
+            from micebench.judges.mice.upstream_judge import upstream_reason
+
+            return Judgement(metric=metric, score=sum(ok) / len(ok), votes=tuple(v.score for v in votes),
+                             reason=upstream_reason(votes), raw=raw, **meta)  # fmt: skip
         if not ok:
             reasons = "; ".join(dict.fromkeys(v.reason for v in votes))
             return Judgement.unscored(metric, f"0/{n} votes succeeded: {reasons}", raw=raw, votes=(None,) * n, **meta)
