@@ -35,3 +35,14 @@ class PidEditor(Editor):
             arr[: 3 * (r.turn_index + 1), -5:] = (10 * len(r.history_instructions)) % 256
             out.append(EditResult(image=Image.fromarray(arr), effective_instruction=f"{r.instruction} [pid-free]"))
         return out
+
+
+class BrokenEditor(Editor):
+    """Cannot be built, like an editor whose weights are missing on a worker."""
+
+    def __init__(self, config=None) -> None:
+        super().__init__(config)
+        raise RuntimeError("no weights at /nowhere")
+
+    def edit(self, requests):
+        raise AssertionError("never built")

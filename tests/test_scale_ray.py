@@ -164,6 +164,11 @@ def test_setup_problems_stop_before_any_work(cluster, synth, tmp_path):
         start_run(synth, "identity", {}, [], out=tmp_path, run_name="gpu",
                   executor=ExecutorSpec("ray", workers=4, gpus_per_worker=1))
     assert not (tmp_path / "gpu").exists()
+    # An editor that cannot be built on a worker: one line naming it and why, not a restart loop.
+    with pytest.raises(SetupError, match="editor 'scale_editors:BrokenEditor' could not be built on a Ray worker: "
+                                         "RuntimeError: no weights at /nowhere"):
+        start_run(synth, "scale_editors:BrokenEditor", {}, [], out=tmp_path, run_name="broken",
+                  settings=RunSettings(progress=False), executor=RAY2)
     # A cluster address that does not answer: one line, exit 2, in seconds, no run directory (a fresh process).
     started = time.time()
     res = subprocess.run([sys.executable, "-m", "micebench.cli", "run", "--suite", "synth", "-S", "n=1", "--model",

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -35,6 +36,7 @@ MAX_RESTARTS = -1
 #: ... and retries the call that was running on it this often before the batch counts as failed.
 MAX_TASK_RETRIES = 3
 CONNECT_TIMEOUT_S = 5.0
+READY_NOTICE_S = 60.0
 
 
 class _EditorWorker:
@@ -115,7 +117,7 @@ class RayEditorPool:
         self.actors = [cls.remote(name, options) for _ in range(n)]
         self.lanes = [_EditorLane(a, turn_timeout) for a in self.actors]
         try:
-            ready = ray.get([a.ready.remote() for a in self.actors])
+            ready = _await_ready(self.actors, f"editor {name!r}", spec)
         except RayTaskError as e:
             self.close()
             cause = e.cause if isinstance(e.cause, BaseException) else e
@@ -123,7 +125,7 @@ class RayEditorPool:
                              f"{type(cause).__name__}: {_first_line(cause)}") from None
         except ray.exceptions.RayActorError as e:
             self.close()
-            raise SetupError(f"editor {name!r}: a Ray worker died while building it: {_first_line(e)}") from None
+            raise SetupError(f"editor {name!r} could not be built on a Ray worker: {_actor_failure(e)}") from None
         self.pids = [pid for pid, _ in ready]
         self._describe = ready[0][1]
 
@@ -158,12 +160,15 @@ class RayJudgePool:
         )
         self.actors = [cls.remote(judge.name, options) for _ in range(n)]
         try:
-            ready = ray.get([a.ready.remote() for a in self.actors])
-        except (RayTaskError, ray.exceptions.RayActorError) as e:
+            ready = _await_ready(self.actors, f"judge {judge.name!r}", spec)
+        except RayTaskError as e:
             self.close()
-            cause = e.cause if isinstance(e, RayTaskError) and isinstance(e.cause, BaseException) else e
+            cause = e.cause if isinstance(e.cause, BaseException) else e
             raise SetupError(f"judge {judge.name!r} could not be built on a Ray worker: "
                              f"{type(cause).__name__}: {_first_line(cause)}") from None
+        except ray.exceptions.RayActorError as e:
+            self.close()
+            raise SetupError(f"judge {judge.name!r} could not be built on a Ray worker: {_actor_failure(e)}") from None
         for _, key in ready:
             if key != judge.key:
                 self.close()
@@ -177,6 +182,21 @@ class RayJudgePool:
         self.actors = []
 
 
+def _await_ready(actors: list, what: str, spec: ExecutorSpec) -> list:
+    """Wait until every actor is built; say so on the console, once a minute, while Ray cannot place them
+    (a busy cluster) or they are still loading (a large model), instead of waiting silently."""
+    refs = [a.ready.remote() for a in actors]
+    waited = 0
+    while True:
+        done, pending = ray.wait(refs, num_returns=len(refs), timeout=READY_NOTICE_S)
+        if not pending:
+            return ray.get(refs)
+        waited += READY_NOTICE_S
+        print(f"micebench: {len(done)} of {len(refs)} Ray workers for {what} ready after {waited:.0f} s "
+              f"(each needs {spec.cpus_per_worker:g} CPU, {spec.gpus_per_worker:g} GPU); still waiting",
+              file=sys.stderr, flush=True)
+
+
 def _close_actors(actors: list) -> None:
     """Let each actor free its model, then end it (its resources return to the cluster)."""
     if not actors:
@@ -187,6 +207,20 @@ def _close_actors(actors: list) -> None:
         logging.getLogger(__name__).warning("closing Ray workers: %s", _first_line(e))
     for a in actors:
         ray.kill(a, no_restart=True)
+
+
+def _actor_failure(e: BaseException) -> str:
+    """Why an actor died: for a constructor that raised, the exception's own last line
+    ("RuntimeError: no weights at ..."), which Ray only gives inside a traceback."""
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(getattr(e, "error_msg", "") or e))
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if getattr(e, "actor_init_failed", False):
+        for ln in reversed(lines):
+            if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b", ln):
+                return ln
+    return lines[0] if lines else type(e).__name__
 
 
 def _first_line(e: BaseException) -> str:
@@ -246,13 +280,20 @@ class RayExecutor:
         self._lanes_wanted = len(parts)
         self._turn_timeout = runner.settings.turn_timeout
         pool: list[RayEditorPool] = []
+        failed: list[BaseException] = []
         lock = threading.Lock()
 
         def editor_for(i: int) -> Callable[[], Any]:
             def get() -> Any:
-                with lock:  # the first lane with work builds every actor, once
+                with lock:  # the first lane with work builds every actor, once; a failure is not retried
+                    if failed:
+                        raise failed[0]
                     if not pool:
-                        pool.append(editor_factory())
+                        try:
+                            pool.append(editor_factory())
+                        except BaseException as e:
+                            failed.append(e)
+                            raise
                 return pool[0].lanes[i]
 
             return get
