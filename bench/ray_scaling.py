@@ -104,6 +104,28 @@ def edit_phase(suite, editor: str, options: dict, executor, batch_size: int) -> 
             "s_per_turn": work / turns}
 
 
+def raw_actors(suite, spin_ms: float, workers: int, batch_size: int) -> float:
+    """Control: the same editor called straight through Ray actors, no harness (turns/s). Its 2-vs-1
+    ratio is what the machine allows; the harness's ratio can only be compared with it."""
+    import ray
+
+    from micebench.executors import ExecutorSpec
+    from micebench.executors.ray_executor import RayEditorPool
+    from micebench.images import load_image
+    from micebench.spec import EditRequest
+
+    pool = RayEditorPool(ExecutorSpec("ray", workers=workers), "ray_scaling:SpinEditor", {"spin_ms": spin_ms},
+                         workers, None)
+    reqs = [EditRequest(session=s, turn_index=0, source_image=load_image(s.source_image), instruction="x")
+            for s in suite.sessions[:batch_size]]
+    n_batches = 3 * len(suite.sessions) // batch_size
+    t0 = time.perf_counter()
+    ray.get([pool.actors[i % workers].edit.remote(reqs, None) for i in range(n_batches)])
+    rate = n_batches * batch_size / (time.perf_counter() - t0)
+    pool.close()
+    return rate
+
+
 def best(runs: list[dict]) -> dict:
     return min(runs, key=lambda r: r["work_s"])
 
@@ -133,10 +155,12 @@ def main() -> None:
         ident = make_suite(Path(tmp) / "ident", args.overhead_sessions, 256)
         opts = {"spin_ms": args.spin_ms}
         runs: dict[str, list[dict]] = {"one": [], "two": [], "local": [], "remote": []}
+        raw: dict[int, list[float]] = {1: [], 2: []}
         for _ in range(args.repeat):  # interleaved, so a change in the machine's load hits both sides
             for w, key in ((1, "one"), (2, "two")):
                 runs[key].append(edit_phase(spin, "ray_scaling:SpinEditor", opts, ExecutorSpec("ray", workers=w),
                                             args.batch_size))
+                raw[w].append(raw_actors(spin, args.spin_ms, w, args.batch_size))
             runs["local"].append(edit_phase(ident, "identity", {}, None, args.batch_size))
             runs["remote"].append(edit_phase(ident, "identity", {}, ExecutorSpec("ray", workers=1), args.batch_size))
         one, two, local, remote = (best(runs[k]) for k in ("one", "two", "local", "remote"))
@@ -147,6 +171,9 @@ def main() -> None:
     print(f"  1 worker : {one['turns_per_s']:6.2f} turns/s  (actors ready after {one['startup_s']:.1f} s)")
     print(f"  2 workers: {two['turns_per_s']:6.2f} turns/s  (actors ready after {two['startup_s']:.1f} s)")
     print(f"  ratio    : {two['turns_per_s'] / one['turns_per_s']:.2f}x  (target >= 1.7x)")
+    r1, r2 = max(raw[1]), max(raw[2])
+    print(f"  control, the same editor through bare Ray actors: {r1:.2f} -> {r2:.2f} turns/s, {r2 / r1:.2f}x "
+          f"(what this machine allows right now)")
     print(f"\noverhead: identity editor, {local['turns']} turns at 256x256, batch {args.batch_size}")
     print(f"  local         : {1000 * local['s_per_turn']:6.2f} ms/turn")
     print(f"  ray, 1 worker : {1000 * remote['s_per_turn']:6.2f} ms/turn  (actor ready after "
