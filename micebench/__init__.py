@@ -5,7 +5,7 @@ adapters that need them, and the Python API below is imported on first use::
 
     import micebench
     run = micebench.run(suite="synth", editors="oracle", judges=["scene"], out="runs")
-    run.summary()
+    print(micebench.summary(run, fmt="markdown"))
     micebench.open_run(run.root).turns()
 """
 
@@ -19,6 +19,9 @@ __version__ = "0.1.0"
 _LAZY = {
     "run": "micebench.api",
     "score": "micebench.api",
+    "resume": "micebench.api",
+    "summary": "micebench.api",
+    "compare": "micebench.api",
     "open_run": "micebench.results.run",
     "Run": "micebench.results.run",
     "RunManifest": "micebench.results.run",

@@ -77,33 +77,14 @@ def _pairs(values: tuple[str, ...], flag: str) -> dict[str, Any]:
 
 def _judge_specs(judges: tuple[str, ...], judge_opts: tuple[str, ...], judge_configs: tuple[str, ...]) -> list:
     """Combine --judge, -J and --judge-config into [(name, options)], explicit -J winning."""
-    from micebench.options import OptionsError, read_yaml_mapping
+    from micebench.api import judge_specs
+    from micebench.options import OptionsError
 
-    specs: dict[str, dict[str, Any]] = {name: {} for name in judges}
-    for path in judge_configs:
-        try:
-            data = read_yaml_mapping(path)
-        except OptionsError as e:
-            fail(str(e))
-        name = data.pop("judge", None)
-        if name is None:
-            if len(specs) != 1:
-                fail(f"{path}: add a 'judge: NAME' key to say which judge this file configures")
-            name = next(iter(specs))
-        specs.setdefault(name, {}).update(data)
-    for key, value in _pairs(judge_opts, "-J").items():
-        prefix, dot, rest = key.partition(".")
-        if dot and prefix in specs:
-            specs[prefix][rest] = value
-        elif len(specs) == 1:
-            specs[next(iter(specs))][key] = value
-        else:
-            fail(f"-J {key}=...: with several judges, write -J JUDGE.{key}=VALUE (judges: {', '.join(specs)})")
-    return list(specs.items())
-
-
-def _default_judges(suite_name: str) -> tuple[str, ...]:
-    return ("scene", "pixel") if suite_name == "synth" else ("pixel",)
+    try:
+        return judge_specs(judges, _pairs(judge_opts, "-J"), judge_configs)
+    except OptionsError as e:
+        fail(str(e))
+        raise  # unreachable: fail() exits
 
 
 @main.command()
@@ -151,68 +132,39 @@ def run(suite_spec, suite_opts, models, model_opts, model_config, judges, judge_
     IF / CC / GA per turn index. Exit code: 0 all turns edited, 1 some turns failed (see the
     table's status and error columns), 2 bad usage or a malformed suite.
     """
+    from micebench import api
     from micebench.errors import SetupError
-    from micebench.evaluate import resume_run, start_run
-    from micebench.options import OptionsError, read_yaml_mapping
+    from micebench.merge import ShardError
+    from micebench.options import OptionsError
     from micebench.registry import UnknownNameError
-    from micebench.runner import RunSettings
     from micebench.store import RunStoreError
-    from micebench.suites.base import SuiteData, SuiteError
-    from micebench.suites.resolve import load_suite
+    from micebench.suites.base import SuiteError
 
     spec = _executor_spec(executor, workers, gpus_per_worker, ray_address)
     if resume_dir:
         if shard:
             fail("--shard cannot change on --resume: a shard's run directory already holds its sessions")
         try:
-            result = resume_run(resume_dir, progress=not quiet, executor=spec)
+            runs = [api.resume(resume_dir, progress=not quiet, executor=spec)]
         except (RunStoreError, UnknownNameError, OptionsError, SetupError) as e:
             fail(str(e))
-        _print_summaries([result])
-        sys.exit(EXIT_FAILED_TURNS if result.failed_turns else EXIT_OK)
-
-    suite_spec = suite_spec or "synth"
+        _print_summaries(runs)
+        sys.exit(_exit_code(runs))
     if not models:
         fail("give an editor with --model (see `micebench list editors`)")
     try:
-        suite = load_suite(suite_spec, _pairs(suite_opts, "-S"), Path(image_root) if image_root else None, seed=seed)
-    except (SuiteError, OptionsError, UnknownNameError) as e:
+        editor_opts = api.merge_options(model_config, _pairs(model_opts, "-M"))
+        command_line = " ".join(shlex.quote(a) for a in ["micebench", *sys.argv[1:]])
+        runs = api.run(suite_spec or "synth", list(models), [] if no_judge else (list(judges) or None),
+                       judge_options=_pairs(judge_opts, "-J"), judge_config_files=judge_configs,
+                       suite_options=_pairs(suite_opts, "-S"),
+                       editor_options=editor_opts, out=out, run_name=run_name, limit=limit, batch_size=batch_size,
+                       turn_timeout=turn_timeout, image_root=image_root, seed=seed, progress=not quiet,
+                       command_line=command_line, executor=spec, shard=shard)
+    except (SuiteError, OptionsError, UnknownNameError, RunStoreError, SetupError, ShardError) as e:
         fail(str(e))
-    if limit:
-        suite = SuiteData(suite.name, suite.version, suite.sessions[:limit], suite.source,
-                          {**suite.options, "limit": limit})
-    shard_info = None
-    if shard:
-        from micebench.merge import ShardError, parse_shard, shard_suite
-
-        try:
-            suite, shard_info = shard_suite(suite, *parse_shard(shard))
-        except ShardError as e:
-            fail(str(e))
-    editor_opts: dict[str, Any] = {}
-    if model_config:
-        try:
-            editor_opts.update(read_yaml_mapping(model_config))
-        except OptionsError as e:
-            fail(str(e))
-    editor_opts.update(_pairs(model_opts, "-M"))
-    judge_specs = [] if no_judge else _judge_specs(judges or _default_judges(suite.name), judge_opts, judge_configs)
-    if run_name and len(models) > 1:
-        fail("--run-name names one run directory; with several --model, leave it out")
-    settings = RunSettings(batch_size=batch_size, turn_timeout=turn_timeout, progress=not quiet)
-    command_line = " ".join(shlex.quote(a) for a in ["micebench", *sys.argv[1:]])
-    results = []
-    for model in models:
-        if len(models) > 1:
-            click.secho(f"== {model}", bold=True, err=True)
-        try:
-            results.append(start_run(suite, model, editor_opts, judge_specs, out=out, run_name=run_name,
-                                     settings=settings, seed=seed, command_line=command_line,
-                                     executor=spec, shard=shard_info))
-        except (OptionsError, UnknownNameError, RunStoreError, SetupError) as e:
-            fail(str(e))
-    _print_summaries(results)
-    sys.exit(EXIT_FAILED_TURNS if any(r.failed_turns for r in results) else EXIT_OK)
+    _print_summaries(runs)
+    sys.exit(_exit_code(runs))
 
 
 def _executor_spec(name, workers, gpus_per_worker, ray_address):
@@ -228,17 +180,20 @@ def _executor_spec(name, workers, gpus_per_worker, ray_address):
         fail(str(e))
 
 
-def _print_summaries(results) -> None:
-    from micebench.results.quicklook import turn_summary
+def _exit_code(runs) -> int:
+    """1 when any turn of any run failed (error, skipped or left pending), else 0."""
+    return EXIT_FAILED_TURNS if any(r.failed_turns for r in runs) else EXIT_OK
 
-    for r in results:
-        click.echo(turn_summary(r.run_dir))
+
+def _print_summaries(runs) -> None:
+    from micebench.results.quicklook import editors_table, turn_summary
+
+    for r in runs:
+        click.echo(turn_summary(r))
         click.echo("")
-    if len(results) > 1:
-        from micebench.results.quicklook import editors_table
-
+    if len(runs) > 1:
         click.secho("All editors (mean over scored turns):", bold=True)
-        click.echo(editors_table([r.run_dir for r in results]))
+        click.echo(editors_table(runs))
 
 
 @main.command()
@@ -254,18 +209,17 @@ def score(run_dir, judges, judge_opts, judge_configs, batch_size, quiet) -> None
     Judgements already stored for the same judge configuration are kept, so an interrupted
     scoring run picks up where it stopped.
     """
-    from micebench.evaluate import score_run
+    from micebench import api
     from micebench.options import OptionsError
     from micebench.registry import UnknownNameError
-    from micebench.runner import RunSettings
     from micebench.store import RunStoreError
 
     try:
-        result = score_run(run_dir, _judge_specs(judges, judge_opts, judge_configs),
-                           RunSettings(batch_size=batch_size, progress=not quiet))
+        run = api.score(run_dir, _judge_specs(judges, judge_opts, judge_configs), batch_size=batch_size,
+                        progress=not quiet)
     except (RunStoreError, UnknownNameError, OptionsError) as e:
         fail(str(e))
-    _print_summaries([result])
+    _print_summaries([run])
 
 
 @main.command("list")

@@ -1,7 +1,11 @@
-"""The Python API behind ``micebench run`` / ``run --resume`` / ``score``.
+"""The engine behind :mod:`micebench.api` (``micebench.run`` / ``score``, the CLI's ``run`` / ``run --resume``
+/ ``score``): it creates the run directory, drives the runner and writes the manifest. Use the API;
+this module takes already-loaded pieces::
 
     from micebench.evaluate import start_run
-    result = start_run(suite="synth", editor="identity", judges=[("pixel", {})], out="runs")
+    from micebench.suites.resolve import load_suite
+    result = start_run(load_suite("synth", {"n": 4}), "identity", {}, [("pixel", {})], out="runs")
+    result.run_dir  # runs/<time>-synth-identity-<hex>
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import micebench
+from micebench.editors.base import Editor
 from micebench.executors import ExecutorSpec, make_executor
-from micebench.judges.base import Judge, create_judge
+from micebench.judges.base import Judge
 from micebench.results.turn_table import export_turn_table
 from micebench.runner import EditSummary, Runner, RunSettings
 from micebench.store import RunStore, RunStoreError
@@ -75,21 +80,83 @@ def with_seed(cls: type, options: dict[str, Any], seed: int | None) -> dict[str,
     return options
 
 
-def build_judges(specs: list[tuple[str, dict[str, Any]]], seed: int | None = None) -> list[Judge]:
+def adapter_name(kind: str, cls: type) -> str:
+    """The name a run records for an adapter class: its registered name, else ``module:Class`` (which
+    ``registry.load`` takes back, so a resume finds it again)."""
     from micebench import registry
 
+    target = f"{cls.__module__}:{cls.__qualname__}"
+    return next((n for n, t in registry.describe(kind) if t == target), target)
+
+
+def resolve_adapter(kind: str, spec: Any) -> tuple[str, type, Any]:
+    """(name, class, instance or None) of a name, ``module:Class`` string, class or instance."""
+    from micebench import registry
+
+    if isinstance(spec, str):
+        cls = registry.load(kind, spec)
+        # "module:Class" of a registered adapter is recorded under its registered name
+        return (adapter_name(kind, cls) if ":" in spec and isinstance(cls, type) else spec), cls, None
+    if isinstance(spec, type):
+        return adapter_name(kind, spec), spec, None
+    given = getattr(spec, "name", "") or ""
+    return given or adapter_name(kind, type(spec)), type(spec), spec
+
+
+def build_judges(specs: list[Any], seed: int | None = None) -> list[Judge]:
+    """Judges from ``(name or class, options)`` pairs, names, classes or ready instances (kept as given)."""
+    from micebench.options import OptionsError, build_config
+
     judges = []
-    for name, opts in specs:
-        cls = registry.load("judges", name)
-        judges.append(create_judge(name, with_seed(cls, opts, seed)))
+    for spec in specs:
+        target, opts = spec if isinstance(spec, tuple) else (spec, {})
+        name, cls, instance = resolve_adapter("judges", target)
+        if instance is not None:
+            if opts:
+                raise OptionsError(f"judge {name!r} is an instance: give its options when you build it")
+            instance.name = name
+            judges.append(instance)
+            continue
+        config = build_config(cls.Config, with_seed(cls, dict(opts), seed), where=f"judge {name!r}")
+        judge = cls(config)
+        judge.name = name
+        judges.append(judge)
     return judges
+
+
+def editor_factory(editor: Any, options: dict[str, Any]) -> tuple[str, type, dict[str, Any], Any]:
+    """(name, class, validated config as JSON, factory) of a name, ``module:Class``, class or instance.
+
+    An instance is used as given (its own config is recorded); otherwise the factory builds the editor
+    from the validated options when the runner first needs it.
+    """
+    from micebench.options import OptionsError, build_config
+
+    name, cls, instance = resolve_adapter("editors", editor)
+    if instance is not None:
+        if options:
+            raise OptionsError(f"editor {name!r} is an instance: give its options when you build it")
+        config = instance.config
+
+        def make() -> Editor:
+            instance.name = name
+            return instance
+    else:
+        config = build_config(cls.Config, options, where=f"editor {name!r}")
+
+        def make() -> Editor:
+            ed = cls(config)
+            ed.name = name
+            return ed
+
+    return name, cls, config.model_dump(mode="json"), make
 
 
 def start_run(
     suite: SuiteData,
-    editor: str,
+    editor: str | type | Editor,
     editor_options: dict[str, Any],
-    judges: list[tuple[str, dict[str, Any]]],
+    judges: list[Any],
     out: str | Path = "runs",
     run_name: str | None = None,
     settings: RunSettings | None = None,
@@ -100,22 +167,28 @@ def start_run(
 ) -> RunResult:
     """Create a run directory for ``suite`` x ``editor``, edit every turn, then judge.
 
-    ``executor`` says where editors and judges run (default: here, see micebench.executors);
-    ``shard`` (from :func:`micebench.merge.shard_suite`) marks the run as one shard of a larger suite.
+    ``editor`` is a registered name, ``module:Class``, an Editor class or instance; ``judges`` holds
+    ``(name or class, options)`` pairs, names, classes or Judge instances. ``executor`` says where
+    editors and judges run (default: here, see micebench.executors); ``shard`` (from
+    :func:`micebench.merge.shard_suite`) marks the run as one shard of a larger suite.
     """
-    from micebench import registry
-
     settings = settings or RunSettings()
-    editor_cls = registry.load("editors", editor)  # fail on a typo before anything is written
-    editor_options = with_seed(editor_cls, editor_options, seed)
-    # Build (and so validate) the editor config now; the editor itself is built only when needed.
-    from micebench.options import build_config
-
-    editor_config = build_config(editor_cls.Config, editor_options, where=f"editor {editor!r}").model_dump(mode="json")
+    # Resolve the editor and validate its config now (a typo fails before anything is written); the
+    # editor itself is built only when there is something to edit.
+    _, editor_cls, instance = resolve_adapter("editors", editor)
+    if instance is None:
+        editor_options = with_seed(editor_cls, editor_options, seed)
+    name, _, editor_config, make_editor = editor_factory(editor, editor_options)
     judge_objs = build_judges(judges, seed)
     runs_on = make_executor(executor)
+    if instance is not None and runs_on.name != "local":
+        from micebench.errors import SetupError
+
+        raise SetupError(f"--executor {runs_on.name} builds the editor on each worker from its name and options: "
+                         f"give a registered name, module:Class or a class, not an instance ({name})")
     runs_on.setup()  # a cluster that is not there stops the run here, before a run directory exists
-    run_id = run_name or f"{time.strftime('%Y%m%d-%H%M%S')}-{suite.name}-{editor}-{secrets.token_hex(2)}".replace(
+    safe = name.replace(":", "-").replace(".", "-")
+    run_id = run_name or f"{time.strftime('%Y%m%d-%H%M%S')}-{suite.name}-{safe}-{secrets.token_hex(2)}".replace(
         "/", "_"
     )
     manifest = {
@@ -139,7 +212,7 @@ def start_run(
             "digest": suite.digest(),
             "n_sessions": len(suite.sessions),
         },
-        "editor": {"name": editor, "config": editor_config, "config_hash": config_hash(editor_config)},
+        "editor": {"name": name, "config": editor_config, "config_hash": config_hash(editor_config)},
         "judges": [describe_judge(j) for j in judge_objs],
         "executor": runs_on.describe(),
         "shard": shard,
@@ -149,7 +222,7 @@ def start_run(
     except BaseException:
         runs_on.close()
         raise
-    return _execute(store, editor, editor_options, judge_objs, settings, runs_on)
+    return _execute(store, (name, editor_config, make_editor), judge_objs, settings, runs_on)
 
 
 def resume_run(run_dir: str | Path, progress: bool = True, executor: ExecutorSpec | None = None) -> RunResult:
@@ -158,34 +231,37 @@ def resume_run(run_dir: str | Path, progress: bool = True, executor: ExecutorSpe
     It runs on the executor recorded in the manifest unless ``executor`` says otherwise (e.g. a
     Ray run finished on one machine); the manifest then lists the executors the run has used.
     """
+    from micebench.results.run import RunManifest
+
     store = RunStore.open(run_dir)
     store.repair()
-    m = store.read_manifest()
-    settings = RunSettings(batch_size=m.get("batch_size") or 8, turn_timeout=m.get("turn_timeout"), progress=progress)
-    judges = build_judges([(j["name"], j.get("config", {})) for j in m.get("judges", [])])
-    for j, recorded in zip(judges, m.get("judges", []), strict=True):
-        if j.key != recorded.get("key"):
+    m = RunManifest.model_validate(store.read_manifest())
+    settings = RunSettings(batch_size=m.batch_size or 8, turn_timeout=m.turn_timeout, progress=progress)
+    judges = build_judges([(j.name, j.config) for j in m.judges])
+    for j, recorded in zip(judges, m.judges, strict=True):
+        if j.key != recorded.key:
             raise RunStoreError(
                 f"{run_dir}: judge {j.name!r} is now configured differently from when the run started "
-                f"(key {j.key} vs {recorded.get('key')}); its code or defaults changed. "
+                f"(key {j.key} vs {recorded.key}); its code or defaults changed. "
                 f"Use `micebench score {run_dir} --judge {j.name}` to score with the new version."
             )
-    spec = executor or ExecutorSpec.from_manifest(m.get("executor"))
-    runs_on = make_executor(spec)
+    _, _, _, make_editor = editor_factory(m.editor.name, m.editor.config)
+    raw = store.read_manifest()
+    runs_on = make_executor(executor or ExecutorSpec.from_manifest(raw.get("executor")))
     runs_on.setup()
     now = runs_on.describe()
-    if m.get("executor") and now != m["executor"]:
-        store.update_manifest(executor=now, previous_executors=[*m.get("previous_executors", []), m["executor"]])
-    return _execute(store, m["editor"]["name"], m["editor"]["config"], judges, settings, runs_on)
+    if raw.get("executor") and now != raw["executor"]:
+        store.update_manifest(executor=now, previous_executors=[*raw.get("previous_executors", []), raw["executor"]])
+    return _execute(store, (m.editor.name, m.editor.config, make_editor), judges, settings, runs_on)
 
 
-def score_run(run_dir: str | Path, judges: list[tuple[str, dict[str, Any]]], settings: RunSettings,
+def score_run(run_dir: str | Path, judges: list[Any], settings: RunSettings,
               executor: ExecutorSpec | None = None) -> RunResult:
     """Score a run's stored images with (other) judges, without editing again."""
     store = RunStore.open(run_dir)
-    judge_objs = build_judges(judges, store.read_manifest().get("seed"))
-    m = store.read_manifest()
-    entries = [j for j in m.get("judges", []) if j["name"] not in {x.name for x in judge_objs}]
+    manifest = store.read_manifest()
+    judge_objs = build_judges(judges, manifest.get("seed"))
+    entries = [j for j in manifest.get("judges", []) if j["name"] not in {x.name for x in judge_objs}]
     store.update_manifest(judges=entries + [describe_judge(j) for j in judge_objs])
     runs_on = make_executor(executor)
     runs_on.setup()
@@ -201,12 +277,13 @@ def score_run(run_dir: str | Path, judges: list[tuple[str, dict[str, Any]]], set
     return RunResult(Path(run_dir), edit, judged)
 
 
-def _execute(store: RunStore, editor: str, editor_options: dict[str, Any], judges: list[Judge],
-             settings: RunSettings, runs_on: Any) -> RunResult:
+def _execute(store: RunStore, editor: tuple[str, dict[str, Any], Any], judges: list[Judge], settings: RunSettings,
+             runs_on: Any) -> RunResult:
     runner = Runner(store, settings, runs_on)
+    name, options, make_editor = editor
 
     def build_editor():
-        ed = runs_on.make_editor(editor, editor_options)
+        ed = runs_on.make_editor(name, options, make_editor)
         # What the editor says about itself (e.g. a hash of its prompt texts) joins the manifest,
         # and the config hash covers it, so a leaderboard row changes when the editor does.
         described = ed.describe()

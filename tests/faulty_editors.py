@@ -15,7 +15,8 @@ from micebench.spec import EditResult
 class FaultyEditor(Editor):
     """Behaves like identity except on (session id, 1-based turn) pairs listed in ``faults``.
 
-    fault kinds: raise (the whole batch raises), none (returns None), empty (0x0 image),
+    fault kinds: raise (the whole batch raises), missing (raises ImportError with an install hint),
+    none (returns None), empty (0x0 image),
     hang (sleeps ``hang_seconds``), error (EditResult with an error), garbage (a string).
     """
 
@@ -33,6 +34,8 @@ class FaultyEditor(Editor):
             kind = self.config.faults.get(f"{r.session.id}#{r.turn_index + 1}")
             if kind == "raise":
                 raise RuntimeError(f"boom on {r.session.id}")
+            if kind == "missing":  # what an editor without its extra says, the same for every turn
+                raise ImportError("the model needs torch: pip install 'micebench[models]'")
             if kind == "hang":
                 time.sleep(self.config.hang_seconds)
             if kind == "none":

@@ -175,3 +175,41 @@ def test_coverage_drop_fails_even_when_scored_turns_look_the_same(tmp_path, boar
     invoke(run, "--baseline", board, "--junit", junit)
     failures = [f.get("message") for f in ET.parse(junit).getroot().iter("failure")]
     assert failures and all("lost coverage" in m for m in failures)
+
+
+def test_too_few_pairs_is_insufficient_with_exit_3_in_table_json_and_junit(tmp_path, board):
+    run = make_run(tmp_path, "few", n_sessions=4, scores=shifted(0.0))  # 4 paired sessions < 10
+    junit = tmp_path / "gate.xml"
+    res = invoke(run, "--baseline", board, "--junit", junit)
+    assert res.exit_code == 3, res.output
+    assert "gate: INSUFFICIENT" in res.output and "fewer than --min-pairs 10" in res.output
+    js = invoke(run, "--baseline", board, "--json")
+    payload = json.loads(js.output)
+    assert js.exit_code == 3 and payload["verdict"] == "insufficient" and payload["exit_code"] == 3
+    assert {c["verdict"] for c in payload["checks"]} == {"insufficient"} and not payload["passed"]
+    suite = ET.parse(junit).getroot()
+    assert suite.get("errors") == "3" and suite.get("failures") == "0"
+    assert all(c.find("error") is not None for c in suite.iter("testcase"))
+    # the same run passes when the user accepts 4 pairs, and a real regression still exits 1
+    assert invoke(run, "--baseline", board, "--min-pairs", "4").exit_code == 0
+    worse = make_run(tmp_path, "few-worse", n_sessions=12, scores=shifted(-0.5))
+    assert invoke(worse, "--baseline", board).exit_code == 1
+    assert invoke(run, "--baseline", board, "--min-pairs", "0").exit_code == 2
+
+
+def _manifest_judges(run_dir, **fields):
+    m = json.loads((run_dir / "manifest.json").read_text())
+    m["judges"] = [{**j, **fields} for j in m["judges"]]
+    (run_dir / "manifest.json").write_text(json.dumps(m))
+    return run_dir
+
+
+def test_gate_refuses_random_weights_and_another_judge_protocol(tmp_path, board):
+    random = _manifest_judges(make_run(tmp_path, "rnd", n_sessions=N), random_weights=True)
+    res = invoke(random, "--baseline", board)
+    assert res.exit_code == 2 and "random weights" in res.output
+    upstream = _manifest_judges(make_run(tmp_path, "up", n_sessions=N), protocol="upstream")
+    res = invoke(upstream, "--baseline", board)
+    assert res.exit_code == 2 and "judge protocol differs (scene: upstream vs strict" in res.output
+    strict = _manifest_judges(make_run(tmp_path, "st", n_sessions=N), protocol="strict")
+    assert invoke(strict, "--baseline", board).exit_code == 0  # absent means strict: the same protocol

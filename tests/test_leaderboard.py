@@ -155,3 +155,35 @@ def test_show_ranks_within_each_subset_by_if_and_shows_min_coverage(tmp_path):
     assert "scene_cc_cov" not in table.columns
     top_all = table[(table["editor"] == "top") & (table["subset"] == "all")].iloc[0]
     assert top_all["min_cov"] == f"{23 / 24:.4f}"  # one of 24 scene_cc turns unscored
+
+
+def _with_judge_fields(run_dir, **fields):
+    import json
+
+    m = json.loads((run_dir / "manifest.json").read_text())
+    m["judges"] = [{**j, **fields} for j in m["judges"]]
+    (run_dir / "manifest.json").write_text(json.dumps(m))
+    return run_dir
+
+
+def test_publish_refuses_random_weights(tmp_path):
+    run = _with_judge_fields(make_run(tmp_path, "rnd", n_sessions=4), random_weights=True)
+    board = tmp_path / "b.csv"
+    res = publish(run, "--to", board)
+    assert res.exit_code == 2 and "random weights" in res.output and "not publishable" in res.output
+    assert not board.exists()
+
+
+def test_publish_refuses_to_mix_judge_protocols(tmp_path):
+    board = tmp_path / "b.csv"
+    assert publish(make_run(tmp_path, "strict", n_sessions=4), "--to", board).exit_code == 0
+    assert rows(board)[0]["judge_protocols"] == "scene:strict"
+    before = board.read_text()
+    up = _with_judge_fields(make_run(tmp_path, "up", n_sessions=4, editor="other"), protocol="upstream")
+    res = publish(up, "--to", board)
+    assert res.exit_code == 2 and "judge protocol differs" in res.output and "scene: upstream vs strict" in res.output
+    assert board.read_text() == before  # nothing written
+    # within one call too
+    a = _with_judge_fields(make_run(tmp_path, "a", n_sessions=4, editor="x"), protocol="upstream")
+    res = publish(make_run(tmp_path, "b", n_sessions=4, editor="y"), a, "--to", tmp_path / "c.csv")
+    assert res.exit_code == 2 and "judge protocol differs" in res.output

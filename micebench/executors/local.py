@@ -16,10 +16,9 @@ class LocalExecutor:
     def describe(self) -> dict[str, Any]:
         return {"name": "local", "workers": 1}
 
-    def make_editor(self, name: str, options: dict[str, Any]):
-        from micebench.editors.base import create_editor
-
-        return create_editor(name, options)
+    def make_editor(self, name: str, options: dict[str, Any], build: Callable[[], Any]):
+        """The editor, built here by ``build`` (which also takes an Editor class or instance)."""
+        return build()
 
     def edit_stream(self, runner, sessions: Sequence, records: dict, editor_factory: Callable[[], Any]) -> Iterator:
         """Every session in one lane, in order; the editor is built on the first batch and closed at the end."""

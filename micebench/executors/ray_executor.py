@@ -271,7 +271,9 @@ class RayExecutor:
         self._started_ray = False
 
     # -- edit phase ---------------------------------------------------------------
-    def make_editor(self, name: str, options: dict[str, Any]) -> RayEditorPool:
+    def make_editor(self, name: str, options: dict[str, Any], build: Callable[[], Any] | None = None) -> RayEditorPool:
+        """Editor actors, each building the editor from its registered name (or module:Class) and options;
+        ``build`` (the local way) is not used."""
         return RayEditorPool(self.spec, name, options, self._lanes_wanted, self._turn_timeout)
 
     def edit_stream(self, runner, sessions: Sequence, records: dict, editor_factory: Callable[[], Any]) -> Iterator:

@@ -66,9 +66,9 @@ class PixelJudge(Judge):
     metrics = tuple(
         MetricSpec(
             name=f"{m}_{ref}",
-            # against the source it measures what the edit kept (CC); against the previous image, how local
-            # the edit was, which is no MICE axis
-            role="cc" if ref == "src" else "other",
+            # low-level similarity is no MICE axis: a correct edit lowers it as much as a destructive one
+            # (CC is about the objects the instruction did not touch), so it stays out of IF / CC / GA tables
+            role="other",
             higher_is_better=higher,
             range=bounds,
             description=f"{what} of the output against the {'source' if ref == 'src' else 'previous'} image",

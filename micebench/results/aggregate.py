@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from micebench.results.run import ResultsError
+from micebench.results.errors import ResultsError
 from micebench.spec import MetricSpec
 
 STATUS_SUFFIX = "_status"

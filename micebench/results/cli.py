@@ -64,7 +64,7 @@ def summary(run_dirs: tuple[Path, ...], fmt: str, metrics: tuple[str, ...], all_
     say); `--all-metrics` or `--metric` choose others. A note warns when the runs differ in suite or judges.
     """
     from micebench.results.run import open_run
-    from micebench.results.summary import MAIN_ROLES, render, summarize
+    from micebench.results.summary import MAIN_ROLES, render, run_labels, summarize
 
     runs = [open_run(d) for d in run_dirs]
     roles = None
@@ -73,10 +73,12 @@ def summary(run_dirs: tuple[Path, ...], fmt: str, metrics: tuple[str, ...], all_
     long = summarize(runs, metrics=list(metrics) or None, roles=roles, per_turn=not no_turns, n_boot=n_boot,
                      seed=seed)
     if fmt == "text":
+        labels = run_labels(runs)
         for run in runs:
             m = run.manifest
-            click.echo(f"{run.label}: run {run.run_id}, suite {m.suite.name}@{m.suite.version}, judges "
-                       f"{m.judges_label}; turns {run.status_counts()}")
+            status = ", ".join(f"{k} {v}" for k, v in run.status_counts().items())
+            click.echo(f"{labels[run.run_id]}: run {run.run_id}, suite {m.suite.name}@{m.suite.version}, judges "
+                       f"{m.judges_label}; turns: {status}")
         click.echo("")
     click.echo(render(runs, long, fmt))
     if fmt == "text" and (detail if detail is not None else len(runs) == 1):

@@ -76,23 +76,39 @@ def _verdict(delta: float, lo: float, hi: float, higher_is_better: bool) -> str:
     return "no clear difference"
 
 
-def _one(metric: str, turn: str, a: pd.DataFrame, b: pd.DataFrame, hib: bool, n_boot: int, seed: int) -> Comparison:
-    sa = aggregate.session_means(a, [metric])
-    sb = aggregate.session_means(b, [metric])
-    merged = sa.merge(sb, on="session_id", suffixes=("_a", "_b"))
-    na, nb = merged[f"{metric}_n_a"].to_numpy(float), merged[f"{metric}_n_b"].to_numpy(float)
-    ma = np.nan_to_num(merged[f"{metric}_a"].to_numpy(float))
-    mb = np.nan_to_num(merged[f"{metric}_b"].to_numpy(float))
+def _cells(df: pd.DataFrame, metric: str, sessions: dict[str, int], turns: dict[int, int]) -> tuple:
+    """(sums, counts): (session x turn) arrays of a metric's scored values, sessions and turns indexed as
+    given (rows of other sessions are dropped)."""
+    sid = df["session_id"].astype(str).map(sessions)
+    keep = sid.notna().to_numpy()
+    status = df[f"{metric}{aggregate.STATUS_SUFFIX}"].astype(str).to_numpy()
+    values = pd.to_numeric(df[metric], errors="coerce").to_numpy(dtype=float)
+    scored = keep & (status == "ok") & np.isfinite(values)
+    rows = sid.to_numpy()[scored].astype(int)
+    cols = df["turn"].map(turns).to_numpy()[scored].astype(int)
+    sums = np.zeros((len(sessions), len(turns)))
+    counts = np.zeros((len(sessions), len(turns)))
+    np.add.at(sums, (rows, cols), values[scored])
+    np.add.at(counts, (rows, cols), 1.0)
+    return sums, counts
+
+
+def _one(metric: str, turn: str, a: tuple, b: tuple, hib: bool, n_boot: int, seed: int) -> Comparison:
+    """One comparison from per-session (sums, counts) of A and B; a session counts only where both scored."""
+    (sa, na), (sb, nb) = a, b
     both = (na > 0) & (nb > 0)
-    na, nb, ma, mb = na[both], nb[both], ma[both], mb[both]
     if not both.any():
         nan = float("nan")
         return Comparison(metric, turn, nan, nan, nan, nan, nan, 0, 0, 0, hib, "no data")
-    delta, lo, hi = aggregate.paired_delta(mb * nb, nb, ma * na, na, n_boot=n_boot, seed=seed)
-    better = (mb > ma) if hib else (mb < ma)
-    worse = (mb < ma) if hib else (mb > ma)
+    sa, na, sb, nb = (np.where(both, x, 0.0) for x in (sa, na, sb, nb))
+    # every shared session stays a unit (zero weight where unpaired), so the resample matrix is shared too
+    delta, lo, hi = aggregate.paired_delta(sb, nb, sa, na, n_boot=n_boot, seed=seed)
+    ma = np.divide(sa, na, out=np.zeros_like(sa), where=both)
+    mb = np.divide(sb, nb, out=np.zeros_like(sb), where=both)
+    better = both & ((mb > ma) if hib else (mb < ma))
+    worse = both & ((mb < ma) if hib else (mb > ma))
     return Comparison(
-        metric=metric, turn=turn, a=float((ma * na).sum() / na.sum()), b=float((mb * nb).sum() / nb.sum()),
+        metric=metric, turn=turn, a=float(sa.sum() / na.sum()), b=float(sb.sum() / nb.sum()),
         delta=delta, ci_low=lo, ci_high=hi, pairs=int(both.sum()), wins=int(better.sum()), losses=int(worse.sum()),
         higher_is_better=hib, verdict=_verdict(delta, lo, hi, hib),
     )  # fmt: skip
@@ -134,12 +150,19 @@ def compare_runs(
     n_a, n_b = ta["session_id"].nunique(), tb["session_id"].nunique()
     if len(shared) < max(n_a, n_b):
         result.notes.append(f"paired {len(shared)} sessions (A has {n_a}, B has {n_b})")
-    turns = sorted(set(ta["turn"]) & set(tb["turn"])) if per_turn else []
+    sessions = {sid: i for i, sid in enumerate(sorted(shared))}
+    all_turns = sorted(set(ta["turn"]) | set(tb["turn"]))
+    turn_index = {t: i for i, t in enumerate(all_turns)}
+    shown = sorted(set(ta["turn"]) & set(tb["turn"])) if per_turn else []
     for m in common:
         hib = sa[m].higher_is_better
-        result.rows.append(_one(m, "all", ta, tb, hib, n_boot, seed))
-        for t in turns:
-            result.rows.append(_one(m, str(t), ta[ta["turn"] == t], tb[tb["turn"] == t], hib, n_boot, seed))
+        ca, cb = _cells(ta, m, sessions, turn_index), _cells(tb, m, sessions, turn_index)
+        overall = tuple(tuple(x.sum(axis=1) for x in c) for c in (ca, cb))
+        result.rows.append(_one(m, "all", overall[0], overall[1], hib, n_boot, seed))
+        for t in shown:
+            k = turn_index[t]
+            result.rows.append(_one(m, str(t), (ca[0][:, k], ca[1][:, k]), (cb[0][:, k], cb[1][:, k]), hib,
+                                    n_boot, seed))
     return result
 
 

@@ -49,10 +49,11 @@ def judge_fields(run: Run) -> tuple[str, str]:
     name, key, version, config and prompt hash (so a changed profile or prompt is a different row)."""
     judges = run.manifest.judges
     label = ";".join(sorted(j.label for j in judges))
+    # a field the manifest does not have hashes as null, as it always did, so old boards stay comparable
     ident = sorted(
         json.dumps(
-            {"name": j.name, "key": j.key or None, "version": j.version or None, "config": j.config,
-             "prompt_hash": j.prompt_hash},
+            {k: getattr(j, k) if k in j.model_fields_set else None
+             for k in ("name", "key", "version", "config", "prompt_hash")},
             sort_keys=True,
             default=str,
         )

@@ -20,7 +20,7 @@ from micebench.results.run import Run, open_run
 from micebench.results.summary import MAIN_ROLES, run_labels, summarize
 
 TOP_REASONS = 3
-REASON_WIDTH = 160
+REASON_WIDTH = 400  # long enough for an install or download hint at the end of a message
 
 
 def _short(text: str) -> str:
@@ -73,6 +73,9 @@ def turn_summary(run_dir: str | Path | Run, *, n_boot: int = 200) -> str:
     long = summarize([run], n_boot=n_boot)
     if long.empty:
         return "\n".join([*lines, "(no judge scores)"])
+    if not long["scored"].any():
+        return "\n".join([*lines, f"nothing scored: no metric has a scored turn ({len(long['metric'].unique())} "
+                                   "metrics; the reasons are above)"])
     rows = {}
     for metric, part in long.groupby("metric", sort=False):
         row = {("turn " + str(t) if t != "all" else "all"): _fmt(v) for t, v in zip(part["turn"], part["mean"],

@@ -16,145 +16,22 @@ and keeps fields it does not know (``extra="allow"``), so a newer writer does no
 
 from __future__ import annotations
 
-import json
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
+from micebench.results.aggregate import check_turn_table, metric_columns
+from micebench.results.errors import ResultsError
+from micebench.results.manifest import MANIFEST, EditorInfo, JudgeInfo, RunManifest, SuiteInfo
+from micebench.results.turn_table import build_turn_table, metric_column
 from micebench.spec import MetricSpec, as_metric_spec
+
+__all__ = ["ResultsError", "Run", "RunManifest", "JudgeInfo", "EditorInfo", "SuiteInfo", "metric_column", "open_run"]
 
 if TYPE_CHECKING:
     import pandas as pd
 
-MANIFEST = "manifest.json"
 TURNS_PARQUET = "turns.parquet"
-
-
-class ResultsError(ValueError):
-    """A run directory or per-turn table that the results tools cannot use; the message says why."""
-
-
-class _Record(BaseModel):
-    # frozen: a manifest read from disk is a record, not a scratchpad; extra: keep what newer writers add
-    model_config = ConfigDict(frozen=True, extra="allow", coerce_numbers_to_str=True)
-
-
-class SuiteInfo(_Record):
-    name: str = ""
-    version: str = ""
-    source: str = ""
-    options: dict[str, Any] = Field(default_factory=dict)
-    digest: str = ""
-    n_sessions: int | None = None
-
-
-class EditorInfo(_Record):
-    name: str = ""
-    config: dict[str, Any] = Field(default_factory=dict)
-    config_hash: str = ""
-    describe: dict[str, Any] | None = None
-
-
-class JudgeInfo(_Record):
-    """One judge of the run as the manifest records it (its ``describe()`` plus key and metric specs)."""
-
-    name: str = Field(min_length=1)
-    key: str = ""
-    version: str = ""
-    metrics: list[str] = Field(default_factory=list)
-    config: dict[str, Any] = Field(default_factory=dict)
-    prompt_hash: str = ""
-    metric_specs: list[MetricSpec] | None = None
-    protocol: str = Field("strict", description="How the judge reads answers; absent in a manifest means strict.")
-    random_weights: bool = Field(False, description="Scored with random weights (tests only): never publishable.")
-
-    @property
-    def label(self) -> str:
-        return f"{self.key or self.name}@{self.version}"
-
-    def specs(self) -> list[MetricSpec]:
-        """The judge's metric specs: as recorded, else (older manifests) as its registered class declares
-        them, else the bare metric names (role other, higher is better)."""
-        if self.metric_specs is not None:
-            return list(self.metric_specs)
-        declared = _declared_specs(self.name)
-        if declared:
-            by_name = {s.name: s for s in declared}
-            names = self.metrics or list(by_name)
-            return [by_name.get(n) or as_metric_spec(n) for n in names]
-        return [as_metric_spec(n) for n in self.metrics]
-
-
-def _declared_specs(judge_name: str) -> list[MetricSpec]:
-    """What a registered judge class declares (for manifests written before specs were recorded)."""
-    from micebench import registry
-    from micebench.judges.base import declared_metric_specs
-
-    try:
-        cls = registry.load("judges", judge_name)
-    except (registry.UnknownNameError, ImportError):
-        return []
-    return list(declared_metric_specs(cls))
-
-
-class RunManifest(_Record):
-    """``manifest.json``: versions, suite, editor and judges, seeds, command line, times."""
-
-    run_id: str = ""
-    micebench_version: str = ""
-    git_sha: str | None = None
-    python: str | None = None
-    torch: str | None = None
-    platform: str | None = None
-    created: str = ""
-    finished: str | None = None
-    command_line: str = ""
-    seed: int | None = None
-    batch_size: int | None = None
-    turn_timeout: float | None = None
-    suite: SuiteInfo = Field(default_factory=SuiteInfo)
-    editor: EditorInfo = Field(default_factory=EditorInfo)
-    judges: list[JudgeInfo] = Field(default_factory=list)
-    counts: dict[str, int] | None = None
-
-    @classmethod
-    def read(cls, path: str | Path) -> RunManifest:
-        """Read and validate a manifest file; ResultsError names the file and the bad field."""
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ResultsError(f"{path.parent}: no {MANIFEST} (is this a run directory?)") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ResultsError(f"{path}: not valid JSON ({e})") from e
-        if not isinstance(data, dict):
-            raise ResultsError(f"{path}: expected a JSON object")
-        try:
-            return cls.model_validate(data)
-        except ValidationError as e:
-            err = e.errors()[0]
-            where = ".".join(str(p) for p in err["loc"])
-            raise ResultsError(f"{path}: field {where!r}: {err['msg']}") from e
-
-    def current_judges(self) -> list[JudgeInfo]:
-        """The judges whose scores the run holds: a later entry with a judge's name replaces an earlier one."""
-        by_name: dict[str, JudgeInfo] = {}
-        for j in self.judges:
-            by_name[j.name] = j  # keeps the first entry's place, so re-scoring does not move columns
-        return list(by_name.values())
-
-    @property
-    def judges_label(self) -> str:
-        return ", ".join(j.label for j in self.current_judges()) or "-"
-
-
-def metric_column(judge_name: str, metric: str) -> str:
-    """The per-turn table column of a judge's metric: ``<judge>_<metric>``, without repeating the judge's
-    name when the metric already starts with it (clip's ``clip_i_src`` is ``clip_i_src``, not
-    ``clip_clip_i_src``)."""
-    return metric if metric.startswith(f"{judge_name}_") else f"{judge_name}_{metric}"
 
 
 class Run:
@@ -194,7 +71,6 @@ class Run:
                 raise ResultsError(f"{pq}: cannot be read ({e})") from e
             where = str(pq)
         else:
-            from micebench.results.turn_table import build_turn_table
             from micebench.store import RunStore, RunStoreError
 
             try:
@@ -206,8 +82,6 @@ class Run:
             finally:
                 store.close()
             where = str(self.root)
-        from micebench.results.aggregate import check_turn_table
-
         df = df.rename(columns=self._undoubled(df.columns))
         check_turn_table(df, where=where)
         return df.assign(turn=df["turn"].astype(int))
@@ -246,8 +120,6 @@ class Run:
             for s in j.specs():
                 col = metric_column(j.name, s.name)
                 declared[col] = s.model_copy(update={"name": col})
-        from micebench.results.aggregate import metric_columns
-
         return {c: declared.get(c) or as_metric_spec(c) for c in metric_columns(self._table)}
 
     def metric_columns(self, roles: tuple[str, ...] | None = None) -> list[str]:
@@ -273,6 +145,11 @@ class Run:
     def status_counts(self) -> dict[str, int]:
         """Turns per edit status (ok, error, skipped, pending)."""
         return {str(k): int(v) for k, v in self._table["status"].value_counts().sort_index().items()}
+
+    @property
+    def failed_turns(self) -> int:
+        """Turns that did not end ``ok`` (error, skipped, or still pending)."""
+        return sum(n for status, n in self.status_counts().items() if status != "ok")
 
     def summary(self, **kw: Any) -> pd.DataFrame:
         """Mean, 95% CI and coverage per metric, overall and per turn index (see

@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from micebench.results.run import RunManifest, metric_column
+from micebench.results.manifest import RunManifest
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -37,6 +37,13 @@ BASE_COLUMNS = [
     "output_hash",
     "seconds",
 ]
+
+
+def metric_column(judge_name: str, metric: str) -> str:
+    """The per-turn table column of a judge's metric: ``<judge>_<metric>``, without repeating the judge's
+    name when the metric already starts with it (clip's ``clip_i_src`` is ``clip_i_src``, not
+    ``clip_clip_i_src``)."""
+    return metric if metric.startswith(f"{judge_name}_") else f"{judge_name}_{metric}"
 
 
 def build_turn_table(store: RunStore) -> pd.DataFrame:
