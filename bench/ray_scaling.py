@@ -76,7 +76,7 @@ def make_suite(folder: Path, n: int, size: int):
 
 def edit_phase(suite, editor: str, options: dict, executor, batch_size: int) -> dict:
     """Time one edit phase; ``ready`` is when the editor (or its actors) finished building."""
-    from micebench.evaluate import _execute  # noqa: F401  (import cost outside the timing)
+    from micebench.editors.base import create_editor
     from micebench.executors import make_executor
     from micebench.runner import Runner, RunSettings
     from micebench.store import RunStore
@@ -88,7 +88,7 @@ def edit_phase(suite, editor: str, options: dict, executor, batch_size: int) -> 
         marks: dict[str, float] = {}
 
         def factory():
-            ed = runs_on.make_editor(editor, options)
+            ed = runs_on.make_editor(editor, options, lambda: create_editor(editor, options))
             marks["ready"] = time.perf_counter()
             return ed
 
