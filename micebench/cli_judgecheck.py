@@ -56,5 +56,7 @@ def judge_check(judge_name, judge_pairs, judge_config, suite_name, suite_pairs, 
     with __import__("pandas").option_context("display.width", 200, "display.max_rows", 500):
         click.echo(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if out:
-        table.to_csv(out, index=False)
+        from micebench import csvsafe
+
+        csvsafe.frame(table).to_csv(out, index=False)
         click.echo(f"wrote {out}")

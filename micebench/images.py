@@ -76,7 +76,7 @@ def load_image(path: str | Path, what: str = "image") -> Image.Image:
         with Image.open(p) as im:
             im.load()
             return as_rgb_image(im, what)
-    except (OSError, SyntaxError) as e:
+    except (OSError, SyntaxError, Image.DecompressionBombError) as e:
         raise BadImageError(f"{what}: cannot read {p}: {e}") from e
 
 

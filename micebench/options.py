@@ -40,8 +40,14 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise OptionsError(f"{p}: no such file")
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
+    from micebench.suites.base import SuiteError
+    from micebench.suites.validate import compose_yaml, construct_yaml, read_utf8
+
+    try:  # the suite loader's defences: UTF-8 named by line, bounded nesting and alias expansion
+        root = compose_yaml(read_utf8(p), p)
+        data = (construct_yaml(root) if root is not None else None) or {}
+    except SuiteError as e:
+        raise OptionsError(str(e)) from None
     except yaml.YAMLError as e:
         raise OptionsError(f"{p}: not valid YAML: {e}") from e
     if not isinstance(data, dict):

@@ -155,3 +155,45 @@ def make_run(
     }
     (run / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return run
+
+
+FIVE_EDITORS = ("synth-context", "synth-lastturn", "synth-drift", "identity", "oracle")
+
+
+def pixel_judge_entry() -> dict[str, Any]:
+    """The manifest entry of the real pixel judge (its declared metric specs, psnr capped at 100 dB)."""
+    from micebench.judges.pixel import PixelJudge
+
+    judge = PixelJudge(PixelJudge.Config())
+    return {"name": "pixel", "key": "pixel-0000", "version": "1", "metrics": list(judge.metric_names),
+            "config": {"psnr_cap": 100.0}, "prompt_hash": "",
+            "metric_specs": [s.model_dump(mode="json") for s in judge.metric_specs()]}
+
+
+def _scene_and_pixel(p_if: float, identity: bool) -> Callable[[np.random.Generator, int, int], dict[str, Any]]:
+    scene = default_scores(p_if)
+
+    def scores(rng: np.random.Generator, s: int, t: int) -> dict[str, Any]:
+        out = scene(rng, s, t)
+        for ref in ("src", "prev"):
+            err = 0.0 if identity else float(abs(rng.normal(0.03 * t, 0.01)))
+            ssim = 1.0 if identity else float(np.clip(rng.normal(0.9 - 0.04 * t, 0.03), 0, 1))
+            psnr = 100.0 if identity else float(rng.normal(32 - 3 * t, 2))
+            out.update({f"pixel_l1_{ref}": err, f"pixel_l2_{ref}": err * err, f"pixel_psnr_{ref}": psnr,
+                        f"pixel_ssim_{ref}": ssim})
+        return out
+
+    return scores
+
+
+def five_runs(root: Path, n_sessions: int = 12) -> list[Path]:
+    """Five runs of one suite by five editors (IF from strong to weak) scored by the synth suite's default
+    judges (scene: IF/CC/GA; pixel: 8 metrics, PSNR at its 100 dB cap for the identity editor), for
+    side-by-side report tests."""
+    judges = [{**JUDGES[0], "metrics": ["if", "cc", "ga"]}, pixel_judge_entry()]
+    return [
+        make_run(root, f"run-{i}", editor=e, n_sessions=n_sessions, scores=_scene_and_pixel(0.9 - 0.15 * i,
+                                                                                              e == "identity"),
+                 seed=i, judges=judges)
+        for i, e in enumerate(FIVE_EDITORS)
+    ]

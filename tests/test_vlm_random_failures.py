@@ -50,6 +50,8 @@ class Server:
 
     def __call__(self, request: Request) -> Response:
         body = json.loads(request.get_data())
+        if body.get("n", 1) > 1:  # a server without n: every vote is its own request with its own fate
+            return Response('{"error": "n must be 1"}', status=400)
         prompt = body["messages"][0]["content"][-1]["text"]
         with self.lock:
             attempt = self.attempts[prompt, body["seed"]]

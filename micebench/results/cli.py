@@ -243,11 +243,11 @@ def gate(run_dir: Path, baseline: Path, editor: str | None, config_hash: str | N
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="HTML file.")
 @click.option("--embed", is_flag=True, help="Embed images as small thumbnails (a self-contained file).")
 @click.option("--threshold", type=float, default=0.5, show_default=True, help="A turn scoring below fails.")
-@click.option("--max-sessions", type=int, default=None, help="Show at most this many session strips per run.")
+@click.option("--max-sessions", type=int, default=None, help="Show at most this many sessions (all runs).")
 @_results_errors
 def report(run_dirs: tuple[Path, ...], output: Path, embed: bool, threshold: float, max_sessions: int | None) -> None:
     """Write a static HTML report of one or more runs (two or more runs are shown side by side)."""
-    from micebench import report as rep
+    from micebench.results import report as rep
     from micebench.results.run import open_run
 
     runs = [open_run(d) for d in run_dirs]

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from micebench import csvsafe
 from micebench.results import aggregate as tables
 from micebench.results.run import ResultsError, Run
 from micebench.spec import MetricSpec
@@ -196,7 +197,7 @@ def read_board(path: str | Path) -> pd.DataFrame:
     if not path.exists():
         return pd.DataFrame(columns=ordered_columns([]))
     try:
-        return pd.read_csv(path, dtype=str, keep_default_na=False)
+        return csvsafe.restore_frame(pd.read_csv(path, dtype=str, keep_default_na=False))
     except (pd.errors.ParserError, UnicodeDecodeError) as e:
         raise ResultsError(f"{path}: not a readable CSV ({e})") from e
 
@@ -218,10 +219,10 @@ def write_sessions(path: Path, frame: pd.DataFrame) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
-        w.writerow(frame.columns)
+        w.writerow(csvsafe.row(list(frame.columns)))
         for rec in frame.itertuples(index=False):
             # exact round trip: the gate rebuilds sums as mean * n and must get the published mean back
-            w.writerow([format_session_value(v) for v in rec])
+            w.writerow(csvsafe.row([format_session_value(v) for v in rec]))
 
 
 def read_sessions(board: str | Path, rid: str) -> pd.DataFrame:
@@ -230,7 +231,7 @@ def read_sessions(board: str | Path, rid: str) -> pd.DataFrame:
     if not path.is_file():
         raise ResultsError(f"{path}: per-session file of leaderboard row {rid} is missing (republish the baseline)")
     df = pd.read_csv(path, dtype={"session_id": str, "subset": str}, keep_default_na=False, na_values=[""])
-    return df
+    return csvsafe.restore_frame(df)
 
 
 def specs_path(board: str | Path) -> Path:
@@ -309,9 +310,9 @@ def publish(
     tmp = board.with_name(board.name + ".tmp")
     with tmp.open("w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
-        w.writerow(columns)
+        w.writerow(csvsafe.row(columns))
         for r in rows:
-            w.writerow([format_value(r.get(c)) for c in columns])
+            w.writerow(csvsafe.row([format_value(r.get(c)) for c in columns]))
     for row, sessions, _ in new.values():
         write_sessions(sessions_dir(board) / f"{row['row_id']}.csv", sessions)
     spec_tmp = specs_path(board).with_name(specs_path(board).name + ".tmp")

@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from micebench import csvsafe
 from micebench.results.manifest import RunManifest
 
 if TYPE_CHECKING:
@@ -124,7 +125,7 @@ def export_turn_table(store: RunStore) -> pd.DataFrame:
     df = build_turn_table(store)
     root = Path(store.root)
     for name, write in (("turns.parquet", lambda p: df.to_parquet(p, index=False)),
-                        ("turns.csv", lambda p: df.to_csv(p, index=False))):
+                        ("turns.csv", lambda p: csvsafe.frame(df).to_csv(p, index=False))):
         tmp = root / f".{name}.tmp"
         write(tmp)
         tmp.replace(root / name)

@@ -33,6 +33,20 @@ class SuiteData:
     source: str = ""  # where it came from: a file path or "registered:NAME"
     options: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # The name becomes part of a run directory's name, and ids of file paths: refuse what cannot.
+        from micebench.suites.validate import MAX_SUITE_NAME, name_problem
+
+        where = self.source or "suite"
+        for what, value in (("suite name", self.name), ("suite version", self.version)):
+            why = name_problem(value, MAX_SUITE_NAME) if isinstance(value, str) and value else "is empty"
+            if why:
+                raise SuiteError(f"{where}: {what} {str(value)[:40]!r} {why}")
+        for s in self.sessions:
+            why = name_problem(s.id)
+            if why:
+                raise SuiteError(f"{where}: session id {s.id[:40]!r} {why}")
+
     def digest(self) -> str:
         """Hash of the suite's content: name, version and every session's content."""
         h = hashlib.sha256()

@@ -12,7 +12,6 @@ source (:func:`micebench.images.load_source`), so the stored source of a run is 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,6 +19,7 @@ from pydantic import Field, ValidationError, field_validator
 
 from micebench.spec import TASK_TYPES, Session, Turn
 from micebench.suites.base import Suite, SuiteConfig, SuiteData, SuiteError, resolve_inside
+from micebench.suites.validate import check_image_header, check_mice_row_types, decode_line, loads_json
 
 METADATA_FILE = "test_metadata.jsonl"
 PER_TURN_FIELDS = ("task_type", "formatted_instruction", "bg_consistency", "unchanged_objects", "all_objects")
@@ -59,21 +59,21 @@ def load_mice_jsonl(
     sessions: list[Session] = []
     seen: dict[str, int] = {}
     missing: list[str] = []
-    with file.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+    with file.open("rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            line = decode_line(raw, file, lineno)
             if not line.strip():
                 continue
             where = f"{file}:{lineno}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise SuiteError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from e
+            obj = loads_json(line, where)
             session = _session(obj, where, subset, suite_name, bases, resize)
             if session.id in seen:
                 raise SuiteError(f"{where}: session id {session.id!r} repeats line {seen[session.id]}")
             seen[session.id] = lineno
             if check_images and not Path(session.source_image).is_file():
                 missing.append(f"{obj['image']} (line {lineno})")
+            elif check_images:
+                check_image_header(session.source_image, f"{where}: field 'image'")
             sessions.append(session)
     if not sessions:
         raise SuiteError(f"{file}: no sessions")
@@ -110,6 +110,7 @@ def _session(obj: Any, where: str, subset: str, suite_name: str, bases: list[Pat
         if not isinstance(obj[key], list) or len(obj[key]) != n:
             got = len(obj[key]) if isinstance(obj[key], list) else type(obj[key]).__name__
             raise SuiteError(f"{where}: field {key!r} has {got} entries, 'instruction' has {n}")
+    check_mice_row_types(obj, where, n)
     if "turns" in obj and obj["turns"] != n:
         raise SuiteError(f"{where}: field 'turns' is {obj['turns']} but there are {n} instructions")
     if not isinstance(obj["image"], str) or not obj["image"]:

@@ -46,6 +46,12 @@ def load_suite(spec: str, options: dict[str, Any] | None = None, image_root: Pat
     except OptionsError as e:
         raise SuiteError(str(e)) from e
     data = cls(config).load(image_root)
+    if check_images:  # a registered suite's images get the file loaders' header checks (missing ones are its call)
+        from micebench.suites.validate import check_image_header
+
+        for path in dict.fromkeys(s.source_image for s in data.sessions):
+            if Path(path).is_file():
+                check_image_header(path, f"suite {spec!r}: source image")
     if not data.options:
         data = SuiteData(data.name, data.version, data.sessions, data.source or f"registered:{spec}",
                          config.model_dump(mode="json"))

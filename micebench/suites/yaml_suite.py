@@ -25,13 +25,22 @@ Errors name the file, the line and the field.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from micebench.spec import Session, Turn
 from micebench.suites.base import Suite, SuiteConfig, SuiteData, SuiteError, resolve_inside
+from micebench.suites.validate import (
+    MAX_NAME,
+    MAX_SUITE_NAME,
+    check_image_header,
+    compose_yaml,
+    construct_yaml,
+    name_problem,
+    read_utf8,
+)
 
 SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "cat", "immunohistochemistry", "hubble_deep_field")
 
@@ -40,8 +49,22 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _name_check(limit: int):
+    def check(value: str) -> str:
+        why = name_problem(value, limit)
+        if why:
+            raise ValueError(f"{value[:40]!r}{'...' if len(value) > 40 else ''} {why}")
+        return value
+
+    return AfterValidator(check)
+
+
+_Id = Annotated[str, Field(min_length=1), _name_check(MAX_NAME)]
+_SuiteName = Annotated[str, Field(min_length=1), _name_check(MAX_SUITE_NAME)]
+
+
 class SuiteSession(_Strict):
-    id: str = Field(min_length=1)
+    id: _Id
     subset: str = ""
     image: str = Field(min_length=1, description="Relative image path, or a scikit-image photo name.")
     turns: list[Turn] = Field(min_length=1)
@@ -51,7 +74,7 @@ class SuiteSession(_Strict):
 class SuiteFile(_Strict):
     """A YAML suite file."""
 
-    name: str = Field(min_length=1)
+    name: _SuiteName
     version: str = "1"
     description: str = ""
     image_source: Literal["files", "skimage"] = "files"
@@ -62,8 +85,10 @@ def suite_json_schema() -> dict[str, Any]:
     return SuiteFile.model_json_schema()
 
 
-def _line_map(text: str) -> dict[tuple, int]:
-    """Map each key path (e.g. ('sessions', 2, 'turns', 0, 'task_type')) to its 1-based line."""
+def _line_map(root: yaml.Node | None) -> dict[tuple, int]:
+    """Map each key path (e.g. ('sessions', 2, 'turns', 0, 'task_type')) to its 1-based line.
+
+    ``root`` comes from :func:`compose_yaml`, so its size with aliases expanded is bounded."""
     lines: dict[tuple, int] = {}
 
     def walk(node: yaml.Node, path: tuple) -> None:
@@ -77,7 +102,6 @@ def _line_map(text: str) -> dict[tuple, int]:
             for i, v in enumerate(node.value):
                 walk(v, (*path, i))
 
-    root = yaml.compose(text)
     if root is not None:
         walk(root, ())
     return lines
@@ -119,10 +143,11 @@ def load_yaml_suite(path: str | Path, image_root: Path | None = None, check_imag
     file = Path(path)
     if not file.is_file():
         raise SuiteError(f"{file}: no such file")
-    text = file.read_text(encoding="utf-8")
+    text = read_utf8(file)
     try:
-        raw = yaml.safe_load(text)
-        lines = _line_map(text)
+        root = compose_yaml(text, file)  # bounded: nesting depth, alias expansion
+        raw = construct_yaml(root) if root is not None else None
+        lines = _line_map(root)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f":{mark.line + 1}" if mark is not None else ""
@@ -156,6 +181,8 @@ def load_yaml_suite(path: str | Path, image_root: Path | None = None, check_imag
             image = resolve_inside(bases, s.image, where)
             if check_images and not image.is_file():
                 missing.append(f"{s.image} ({where})")
+            elif check_images:
+                check_image_header(image, where)
         sessions.append(
             Session(id=s.id, suite=spec.name, subset=s.subset, source_image=str(image), turns=tuple(s.turns),
                     metadata=s.metadata, version=spec.version)

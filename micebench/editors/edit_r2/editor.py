@@ -8,7 +8,12 @@ after a session's last turn, evicted least-recently-used beyond ``max_cached_ses
 from the request's history when missing or not matching (e.g. after a resume).
 
 Noise for a turn is drawn on the CPU from a generator seeded by (seed, session id, turn index), so a
-turn's image does not depend on batch composition or order.
+turn's image does not depend on batch order (batch composition can change it at rounding level only).
+
+A batch of requests is edited together (``packed``, the default): IC-CoT decoding, every sampling step
+(the three CFG branches of every turn as ONE packed forward), the VAE decode and the context update are
+each one batched pass. ``packed=false`` edits the requests one by one with one forward per branch: the
+reference path, kept for comparisons (tests and ``bench/edit_r2_throughput.py``).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 
 from micebench.editors.base import Editor, EditorConfig
+from micebench.errors import SetupError
 from micebench.spec import EditRequest, EditResult
 
 
@@ -56,6 +62,11 @@ class EditR2Config(EditorConfig):
         512, ge=16, le=1024, description="Short edge that context images are resized up to (BAGEL: 512)."
     )
     max_cached_sessions: int = Field(8, ge=0, description="Sessions whose contexts stay in memory between turns.")
+    # speed: how the work is laid out; the numbers stay those of the one-at-a-time path (within rounding)
+    packed: bool = Field(
+        True, description="Edit a batch together, one packed forward per sampling step; false: one by one."
+    )
+    compile: bool = Field(False, description="torch.compile the decoder layers of the packed path (slow first call).")
 
     @field_validator("resolution")
     @classmethod
@@ -95,6 +106,16 @@ def image_fingerprint(img: Any) -> str:
 def turn_seed(seed: int, session_id: str, turn_index: int) -> int:
     digest = hashlib.sha256(f"{session_id}\x00{turn_index}".encode()).digest()
     return (seed + int.from_bytes(digest[:4], "big")) % (2**31)
+
+
+def rewrite_extra(rw) -> dict[str, Any]:
+    """What a turn's ``EditResult.extra`` records about its IC-CoT rewrite."""
+    return {
+        "ic_cot_trace": rw.raw_output,
+        "ic_cot_tokens": rw.num_tokens,
+        "ic_cot_fallback": rw.fallback is not None,
+        "ic_cot_fallback_reason": rw.fallback,
+    }
 
 
 @dataclass
@@ -155,10 +176,13 @@ class EditR2Editor(Editor):
             except ImportError as e:
                 raise ImportError(f"the {self.name or 'edit-r2'} editor needs torch and safetensors: "
                                   "pip install 'micebench[models]'") from e  # fmt: skip
+            from .attention import FLASH_MISSING, flash_available
             from .loading import load_engine
 
             device, dtype = self._resolve_device_dtype()
             c = self.config
+            if c.attn_impl == "flash" and not flash_available():
+                raise SetupError(FLASH_MISSING)
             self._engine, self.load_report = load_engine(
                 c.weights,
                 device,
@@ -169,7 +193,38 @@ class EditR2Editor(Editor):
                 attn_impl=c.attn_impl,
             )
             self._engine.vae_resize = (1024, c.context_min_side, 16)
+            if c.compile:
+                self._engine.llm.compile_layers()
         return self._engine
+
+    def use_engine(self, engine) -> None:
+        """Edit with an already built :class:`.context.Engine` (benchmarks: a full-size model with random
+        weights built on the GPU); the checkpoint options are then not used."""
+        self._engine = engine
+        engine.vae_resize = (1024, self.config.context_min_side, 16)
+        engine.llm.attn_impl = self.config.attn_impl
+        if self.config.compile and not engine.llm.compiled:
+            engine.llm.compile_layers()
+
+    def preflight(self) -> None:
+        """Cheap checks before any work (no weights read): torch and safetensors importable, flash-attn
+        present when ``attn_impl=flash``, the checkpoint folder found. Raises :class:`SetupError`."""
+        name = self.name or "edit-r2"
+        try:
+            import safetensors  # noqa: F401
+            import torch  # noqa: F401
+        except ImportError as e:
+            raise SetupError(f"the {name} editor needs torch and safetensors: pip install 'micebench[models]'") from e
+        from .attention import FLASH_MISSING, flash_available
+        from .config import CheckpointError
+        from .loading import resolve_weights
+
+        if self.config.attn_impl == "flash" and not flash_available():
+            raise SetupError(FLASH_MISSING)
+        try:
+            resolve_weights(self.config.weights)
+        except CheckpointError as e:
+            raise SetupError(str(e)) from e
 
     def close(self) -> None:
         self._sessions.clear()
@@ -209,8 +264,41 @@ class EditR2Editor(Editor):
             return mode_for_subset(req.session.subset)
         return mode
 
+    def _ic_cot_texts(self):
+        """The IC-CoT texts in use (the authors' or the paraphrase, see ``prompts.ic_cot_text``)."""
+        from .prompts import PARAPHRASE
+
+        return self.ic_cot_text or PARAPHRASE  # None only when ic_cot=off in the config but forced here
+
+    def _ic_cot_system_prompt(self) -> str:
+        return self.config.ic_cot_system_prompt or self._ic_cot_texts().system_prompt
+
+    def _sampler_settings(self):
+        from .sampler import SamplerSettings
+
+        c = self.config
+        return SamplerSettings(
+            steps=c.steps,
+            shift=c.timestep_shift,
+            cfg_text=c.cfg_text,
+            cfg_img=c.cfg_img,
+            cfg_interval=tuple(c.cfg_interval),
+            renorm=c.cfg_renorm,
+            renorm_min=c.cfg_renorm_min,
+        )
+
+    def _noise(self, engine, req: EditRequest, side: int):
+        import torch
+
+        gen_cpu = torch.Generator(device="cpu").manual_seed(turn_seed(self.config.seed, req.session.id, req.turn_index))
+        return torch.randn(side * side, engine.cfg.patch_latent_dim, generator=gen_cpu, dtype=torch.float32)
+
     def edit(self, requests: list[EditRequest]) -> list[EditResult]:
         engine = self.engine  # a loading error fails the whole batch, naming the file
+        if self.config.packed:
+            from .batched_editor import edit_packed
+
+            return edit_packed(self, engine, requests)
         results = []
         for req in requests:
             start = time.perf_counter()
@@ -227,22 +315,25 @@ class EditR2Editor(Editor):
             )
         return results
 
-    def _rebuild(self, engine, req: EditRequest) -> SessionState:
+    def _rebuild(self, engine, req: EditRequest, add_image=None) -> SessionState:
+        """The session's contexts rebuilt from the request's history (``add_image(engine, ctx, img)`` appends)."""
         from .context import Context
 
-        gen, cimg = engine.add_image(Context(), req.source_image), Context()
+        def engine_add_image(engine, ctx, img):
+            return engine.add_image(ctx, img)
+
+        add_image = add_image or engine_add_image
+        gen, cimg = add_image(engine, Context(), req.source_image), Context()
         used = list(req.history_effective) if req.history_effective else list(req.history_instructions)
         for text, img in zip(used, req.history_images, strict=True):
             gen, cimg = engine.add_text(gen, text), engine.add_text(cimg, text)
-            gen = engine.add_image(gen, img)
+            gen = add_image(engine, gen, img)
         last = image_fingerprint(req.history_images[-1]) if req.history_images else ""
         return SessionState(gen, cimg, req.turn_index, list(req.history_instructions), used, last)
 
     def _edit_one(self, engine, req: EditRequest):
-        import torch
-
         from .generation import ic_cot_rewrite
-        from .sampler import SamplerSettings, sample
+        from .sampler import sample
 
         c = self.config
         sid = req.session.id
@@ -259,9 +350,6 @@ class EditR2Editor(Editor):
         mode = self.ic_cot_mode(req)
         extra["ic_cot_mode"] = mode
         if req.turn_index > 0 and mode != "off":
-            from .prompts import PARAPHRASE
-
-            text = self.ic_cot_text or PARAPHRASE  # None only when ic_cot=off in the config but forced here
             rw = ic_cot_rewrite(
                 engine,
                 state.gen,
@@ -269,35 +357,20 @@ class EditR2Editor(Editor):
                 req.instruction,
                 mode,
                 max_length=c.max_think_tokens,
-                system_prompt=c.ic_cot_system_prompt or text.system_prompt,
-                question=text.question(list(req.history_instructions), req.instruction, mode),
+                system_prompt=self._ic_cot_system_prompt(),
+                question=self._ic_cot_texts().question(list(req.history_instructions), req.instruction, mode),
             )
             instruction = rw.instruction
-            extra.update(
-                ic_cot_trace=rw.raw_output,
-                ic_cot_tokens=rw.num_tokens,
-                ic_cot_fallback=rw.fallback is not None,
-                ic_cot_fallback_reason=rw.fallback,
-            )
+            extra.update(rewrite_extra(rw))
 
         ctx_text_uncond = state.gen
         gen = engine.add_text(state.gen, instruction)
         cimg = engine.add_text(state.cfg_img, instruction)
         side = c.resolution // engine.cfg.latent_downsample
-        gen_cpu = torch.Generator(device="cpu").manual_seed(turn_seed(c.seed, sid, req.turn_index))
-        noise = torch.randn(side * side, engine.cfg.patch_latent_dim, generator=gen_cpu, dtype=torch.float32)
-        settings = SamplerSettings(
-            steps=c.steps,
-            shift=c.timestep_shift,
-            cfg_text=c.cfg_text,
-            cfg_img=c.cfg_img,
-            cfg_interval=tuple(c.cfg_interval),
-            renorm=c.cfg_renorm,
-            renorm_min=c.cfg_renorm_min,
-        )
+        noise = self._noise(engine, req, side)
         x = sample(
             noise.to(engine.device),
-            settings,
+            self._sampler_settings(),
             lambda x, t: engine.velocity(gen, x, t, side, side),
             lambda x, t: engine.velocity(ctx_text_uncond, x, t, side, side),
             lambda x, t: engine.velocity(cimg, x, t, side, side),
@@ -306,16 +379,20 @@ class EditR2Editor(Editor):
 
         last_turn = req.turn_index == len(req.session.turns) - 1
         if not last_turn and c.max_cached_sessions > 0:
-            state.gen = engine.add_image(gen, image)
-            state.cfg_img = cimg
-            state.next_turn = req.turn_index + 1
-            state.raw = [*state.raw, req.instruction]
-            state.effective = [*state.effective, instruction]
-            state.last_image = image_fingerprint(image)
-            self._sessions[sid] = state
-            while len(self._sessions) > c.max_cached_sessions:
-                self._sessions.popitem(last=False)
+            self._keep(req, state, engine.add_image(gen, image), cimg, instruction, image)
         return image, instruction, extra
+
+    def _keep(self, req: EditRequest, state: SessionState, gen, cimg, instruction: str, image) -> None:
+        """Cache the session's contexts for its next turn; the least recently used beyond the bound go."""
+        state.gen = gen
+        state.cfg_img = cimg
+        state.next_turn = req.turn_index + 1
+        state.raw = [*state.raw, req.instruction]
+        state.effective = [*state.effective, instruction]
+        state.last_image = image_fingerprint(image)
+        self._sessions[req.session.id] = state
+        while len(self._sessions) > self.config.max_cached_sessions:
+            self._sessions.popitem(last=False)
 
 
 class BagelEditor(EditR2Editor):

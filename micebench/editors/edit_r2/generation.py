@@ -16,12 +16,14 @@ from dataclasses import dataclass
 
 import torch
 
+from .batched import add_texts_batch
 from .context import Context, Engine
+from .packed import PackedPlan
 from .prompts import IC_COT_MODES, TASKS, THINK_SYSTEM_PROMPT, mode_for_subset, rewrite_request
 
 __all__ = [
     "IC_COT_MODES", "TASKS", "THINK_SYSTEM_PROMPT", "Rewrite", "extract_instruction", "greedy_decode",
-    "ic_cot_rewrite", "mode_for_subset", "rewrite_request",
+    "greedy_decode_batch", "ic_cot_rewrite", "ic_cot_rewrite_batch", "mode_for_subset", "rewrite_request",
 ]  # fmt: skip
 
 
@@ -68,12 +70,8 @@ class _DecodeBuffer:
 
 
 @torch.no_grad()
-def greedy_decode(engine: Engine, ctx: Context, max_length: int) -> tuple[str, int]:
-    """Greedy text after ``ctx``: BOS first, stop at ``<|im_end|>`` (not emitted); ``max_length`` counts BOS.
-
-    Returns the decoded text between the first ``<|im_start|>`` and the first ``<|im_end|>`` (decoded with
-    special tokens kept, as BAGEL does) and the number of generated tokens.
-    """
+def greedy_tokens(engine: Engine, ctx: Context, max_length: int) -> list[int]:
+    """Greedy tokens after ``ctx``: BOS first, stop at ``<|im_end|>`` (not kept); ``max_length`` counts BOS."""
     if not ctx.kv:
         raise ValueError("greedy_decode needs a non-empty context")
     llm = engine.llm
@@ -91,10 +89,67 @@ def greedy_decode(engine: Engine, ctx: Context, max_length: int) -> tuple[str, i
         if nxt == engine.tok.eos_id:
             break
         tokens.append(nxt)
+    return tokens
+
+
+@torch.no_grad()
+def greedy_tokens_batch(engine: Engine, ctxs: list[Context], max_length: int) -> list[list[int]]:
+    """:func:`greedy_tokens` for several contexts at once: one packed forward per step over the sequences
+    still running; a sequence that emits ``<|im_end|>`` leaves the batch (its keys are dropped)."""
+    if any(not c.kv for c in ctxs):
+        raise ValueError("greedy_decode needs a non-empty context")
+    llm = engine.llm
+    plan = PackedPlan.for_model(
+        llm, ctxs, [1] * len(ctxs), causal=True, dtype=engine.dtype, device=engine.device, extra=max_length
+    )
+    tokens = [[engine.tok.bos_id] for _ in ctxs]
+    ropes = [c.rope for c in ctxs]
+    active = list(range(len(ctxs)))
+    while active and len(tokens[active[0]]) < max_length:  # all running sequences have the same length
+        ids = torch.tensor([tokens[i][-1] for i in active], device=engine.device)
+        cos, sin = llm.rope_tables(torch.tensor([ropes[i] for i in active], device=engine.device), engine.dtype)
+        hidden, _ = llm.forward_packed(engine.model.embed_tokens(ids), cos, sin, plan)
+        logits = llm.lm_head(llm.final_norm(hidden, gen=False))
+        nxt = logits.float().argmax(dim=-1).tolist()
+        keep = []
+        for j, (i, tok) in enumerate(zip(active, nxt, strict=True)):
+            ropes[i] += 1
+            if tok != engine.tok.eos_id:
+                tokens[i].append(tok)
+                keep.append(j)
+        if not keep:
+            break
+        if len(keep) < len(active):
+            plan.select(keep)
+            active = [active[j] for j in keep]
+        if active and len(tokens[active[0]]) < max_length:
+            plan.commit()
+    return tokens
+
+
+def decoded_text(engine: Engine, tokens: list[int]) -> str:
+    """The text between the first ``<|im_start|>`` and the first ``<|im_end|>`` (special tokens kept, as BAGEL)."""
     text = engine.tok.decode(tokens)
     text = text.split("<|im_end|>")[0]
     parts = text.split("<|im_start|>")
-    return (parts[1] if len(parts) > 1 else parts[0]), len(tokens) - 1
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def greedy_decode(engine: Engine, ctx: Context, max_length: int) -> tuple[str, int]:
+    """Greedy text after ``ctx``: BOS first, stop at ``<|im_end|>`` (not emitted); ``max_length`` counts BOS.
+
+    Returns the decoded text between the first ``<|im_start|>`` and the first ``<|im_end|>`` (decoded with
+    special tokens kept, as BAGEL does) and the number of generated tokens.
+    """
+    tokens = greedy_tokens(engine, ctx, max_length)
+    return decoded_text(engine, tokens), len(tokens) - 1
+
+
+def greedy_decode_batch(engine: Engine, ctxs: list[Context], max_length: int) -> list[tuple[str, int]]:
+    """:func:`greedy_decode` for several contexts; a single context takes the one-sequence loop."""
+    if len(ctxs) == 1:
+        return [greedy_decode(engine, ctxs[0], max_length)]
+    return [(decoded_text(engine, t), len(t) - 1) for t in greedy_tokens_batch(engine, ctxs, max_length)]
 
 
 def ic_cot_rewrite(
@@ -114,3 +169,23 @@ def ic_cot_rewrite(
     raw, n = greedy_decode(engine, scratch, max_length)
     instruction, fallback = extract_instruction(raw, current)
     return Rewrite(instruction=instruction, raw_output=raw, fallback=fallback, num_tokens=n)
+
+
+def ic_cot_rewrite_batch(
+    engine: Engine,
+    items: list[tuple[Context, list[str], str, str]],
+    max_length: int = 300,
+    system_prompt: str = THINK_SYSTEM_PROMPT,
+    questions: list[str] | None = None,
+) -> list[Rewrite]:
+    """:func:`ic_cot_rewrite` for several turns ``(gen, history, current, mode)``, decoded as one batch.
+    ``questions``: the rewrite request of each turn (default: this project's paraphrase)."""
+    scratches = add_texts_batch(engine, [gen for gen, *_ in items], [system_prompt] * len(items))
+    requests = questions or [rewrite_request(history, current, mode) for _, history, current, mode in items]
+    scratches = add_texts_batch(engine, scratches, requests)
+    decoded = greedy_decode_batch(engine, scratches, max_length)
+    out = []
+    for (raw, n), (_, _, current, _) in zip(decoded, items, strict=True):
+        instruction, fallback = extract_instruction(raw, current)
+        out.append(Rewrite(instruction=instruction, raw_output=raw, fallback=fallback, num_tokens=n))
+    return out

@@ -11,7 +11,6 @@ returns the chunk's keys/values (post QK-norm, post RoPE, in the attention dtype
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Protocol
 
@@ -85,21 +84,35 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos[:, None, :] + rotate_half(x) * sin[:, None, :]
 
 
-def routed(x: torch.Tensor, gen_span: tuple[int, int] | None, f_und: Callable, f_gen: Callable) -> torch.Tensor:
-    """Apply ``f_gen`` to rows ``gen_span[0]:gen_span[1]`` and ``f_und`` to the other rows.
+Route = tuple  # None: all base expert; (start, end) ints: a span; (und_rows, gen_rows) index tensors
 
-    A span rather than a boolean mask: the generation tokens of a BAGEL chunk are always contiguous
-    (between the two image markers), and slicing needs no GPU-to-host synchronisation.
+
+def routed(x: torch.Tensor, route: Route | None, f_und: Callable, f_gen: Callable) -> torch.Tensor:
+    """Apply ``f_gen`` to the generation-expert rows of ``x`` and ``f_und`` to the others.
+
+    ``route`` is None (every row to ``f_und``), a span ``(start, end)`` of ints (one chunk: the
+    generation tokens of a BAGEL chunk are contiguous, between the two image markers, and slicing needs
+    no GPU-to-host synchronisation), or two index tensors ``(und_rows, gen_rows)`` (a packed batch of
+    chunks, each with its own markers).
     """
-    if gen_span is None:
+    if route is None:
         return f_und(x)
-    a, b = gen_span
-    out_gen = f_gen(x[a:b])
-    out_und = f_und(torch.cat([x[:a], x[b:]])).to(out_gen.dtype)
-    return torch.cat([out_und[:a], out_gen, out_und[a:]])
+    a, b = route
+    if isinstance(a, int):
+        out_gen = f_gen(x[a:b])
+        out_und = f_und(torch.cat([x[:a], x[b:]])).to(out_gen.dtype)
+        return torch.cat([out_und[:a], out_gen, out_und[a:]])
+    out_gen = f_gen(x.index_select(0, b))
+    out_und = f_und(x.index_select(0, a)).to(out_gen.dtype)
+    out = out_gen.new_empty((x.shape[0], *out_gen.shape[1:]))
+    out.index_copy_(0, b, out_gen)
+    return out.index_copy_(0, a, out_und)
 
 
 class MoTAttention(nn.Module):
+    """The two experts' projections and QK-norms. Attention itself is the caller's (a chunk's cache, or a
+    packed plan), so that one layer serves both the one-chunk path and the packed path."""
+
     def __init__(self, cfg: LLMConfig) -> None:
         super().__init__()
         d, hd = cfg.hidden_size, cfg.head_dim
@@ -128,29 +141,25 @@ class MoTAttention(nn.Module):
         k = getattr(self, f"k_norm{suffix}")(k)
         return torch.cat([q, k, v.to(q.dtype)], dim=1)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
-        past: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None,
-        causal: bool,
-        gen_span: tuple[int, int] | None,
-        attn_impl: str,
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        """``past(k, v)`` returns the cached keys/values followed by this chunk's (None: no cache)."""
-        qkv = routed(x, gen_span, lambda h: self._qkv(h, ""), lambda h: self._qkv(h, "_moe_gen"))
-        fp32 = gen_span is not None
-        qkv = routed(qkv, gen_span, lambda h: self._norm_qk(h, "", fp32), lambda h: self._norm_qk(h, "_moe_gen", fp32))
+    def project(
+        self, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, route: Route | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q [L, H, d] and k, v [L, Hkv, d] of the normed input ``h``: per-expert projections, QK-norm
+        (fp32 in generation mode, i.e. whenever ``route`` is not None), RoPE, cast to the model dtype."""
+        qkv = routed(h, route, lambda t: self._qkv(t, ""), lambda t: self._qkv(t, "_moe_gen"))
+        fp32 = route is not None
+        qkv = routed(qkv, route, lambda t: self._norm_qk(t, "", fp32), lambda t: self._norm_qk(t, "_moe_gen", fp32))
         q, k, v = qkv.split([self.num_heads, self.num_kv_heads, self.num_kv_heads], dim=1)
         q = apply_rope(q, cos.to(q.dtype), sin.to(q.dtype))
         k = apply_rope(k, cos.to(k.dtype), sin.to(k.dtype))
-        dtype = x.dtype  # attention inputs (and the cache) in the model dtype: bf16 on GPU
-        q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
-        k_all, v_all = (k, v) if past is None else past(k, v)
-        out = attend(q, k_all, v_all, causal=causal, impl=attn_impl).reshape(x.shape[0], -1)
-        out = routed(out, gen_span, self.o_proj, self.o_proj_moe_gen)
-        return out, (k, v)
+        dtype = h.dtype  # attention inputs (and the cache) in the model dtype: bf16 on GPU
+        return q.to(dtype), k.to(dtype), v.to(dtype)
+
+    def output(self, attn: torch.Tensor, route: Route | None) -> torch.Tensor:
+        return routed(attn.reshape(attn.shape[0], -1), route, self.o_proj, self.o_proj_moe_gen)
+
+
+Attention = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class MoTDecoderLayer(nn.Module):
@@ -164,13 +173,27 @@ class MoTDecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.post_attention_layernorm_moe_gen = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
-    def forward(self, x, cos, sin, past, causal, gen_span, attn_impl):
-        h = routed(x, gen_span, self.input_layernorm, self.input_layernorm_moe_gen)
-        attn, kv = self.self_attn(h, cos, sin, past, causal, gen_span, attn_impl)
-        x = x + attn.to(x.dtype)
-        h = routed(x, gen_span, self.post_attention_layernorm, self.post_attention_layernorm_moe_gen)
-        x = x + routed(h, gen_span, self.mlp, self.mlp_moe_gen).to(x.dtype)
-        return x, kv
+    def attention_inputs(self, x, cos, sin, route):
+        h = routed(x, route, self.input_layernorm, self.input_layernorm_moe_gen)
+        return self.self_attn.project(h, cos, sin, route)
+
+    def attention_outputs(self, x, attn, route):
+        x = x + self.self_attn.output(attn, route).to(x.dtype)
+        h = routed(x, route, self.post_attention_layernorm, self.post_attention_layernorm_moe_gen)
+        return x + routed(h, route, self.mlp, self.mlp_moe_gen).to(x.dtype)
+
+    def forward(self, x, cos, sin, attention: Attention, route: Route | None):
+        """One layer; ``attention(q, k, v)`` sees this chunk's q/k/v and returns [L, H, d]."""
+        q, k, v = self.attention_inputs(x, cos, sin, route)
+        return self.attention_outputs(x, attention(q, k, v), route), (k, v)
+
+
+def _layer_inputs(layer: MoTDecoderLayer, x, cos, sin, route):
+    return layer.attention_inputs(x, cos, sin, route)
+
+
+def _layer_outputs(layer: MoTDecoderLayer, x, attn, route):
+    return layer.attention_outputs(x, attn, route)
 
 
 class Qwen2MoTModel(nn.Module):
@@ -184,7 +207,8 @@ class Qwen2MoTModel(nn.Module):
 
 
 class Qwen2MoTForCausalLM(nn.Module):
-    """The language model. ``forward_chunk`` runs new tokens against a per-layer KV cache."""
+    """The language model. ``forward_chunk`` runs one chunk against a per-layer KV cache;
+    ``forward_packed`` runs several chunks, each against its own cache, as one batch (see :mod:`.packed`)."""
 
     def __init__(self, cfg: LLMConfig) -> None:
         super().__init__()
@@ -194,6 +218,28 @@ class Qwen2MoTForCausalLM(nn.Module):
         self.round_inv_freq_to_bf16 = False
         self.attn_impl = "auto"
         self._inv_freq_cache: dict = {}
+        self._layer_fns: tuple[Callable, Callable] = (_layer_inputs, _layer_outputs)
+
+    def compile_layers(self, backend: str = "inductor") -> None:
+        """torch.compile the per-layer work around attention (norms, projections, RoPE, MLPs) of the packed
+        path; attention stays a direct kernel call. One compiled function serves every layer."""
+        self._layer_fns = (
+            torch.compile(_layer_inputs, backend=backend),
+            torch.compile(_layer_outputs, backend=backend),
+        )
+
+    @property
+    def compiled(self) -> bool:
+        return self._layer_fns[0] is not _layer_inputs
+
+    def rope_tables(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos/sin [L, head_dim] for ``positions``, computed in fp32 and handed over in ``dtype`` (as HF Qwen2)."""
+        key = (positions.device, self.round_inv_freq_to_bf16)
+        if self._inv_freq_cache.get("key") != key:  # computed once per device (no copy per call)
+            inv = rope_inv_freq(self.cfg.head_dim, self.cfg.rope_theta, self.round_inv_freq_to_bf16)
+            self._inv_freq_cache = {"key": key, "inv": inv.to(positions.device)}
+        cos, sin = rope_cos_sin(positions, self._inv_freq_cache["inv"])
+        return cos.to(dtype), sin.to(dtype)
 
     def forward_chunk(
         self,
@@ -209,18 +255,42 @@ class Qwen2MoTForCausalLM(nn.Module):
         token uses the base expert ("und" mode). Returns the last hidden states [L, D] (before the
         final norm) and the chunk's own keys/values per layer.
         """
-        key = (positions.device, self.round_inv_freq_to_bf16)
-        if self._inv_freq_cache.get("key") != key:  # computed once per device (no copy per call)
-            inv = rope_inv_freq(self.cfg.head_dim, self.cfg.rope_theta, self.round_inv_freq_to_bf16)
-            self._inv_freq_cache = {"key": key, "inv": inv.to(positions.device)}
-        cos, sin = rope_cos_sin(positions, self._inv_freq_cache["inv"])
-        cos, sin = cos.to(embeds.dtype), sin.to(embeds.dtype)  # HF Qwen2 hands cos/sin over in the model dtype
+        cos, sin = self.rope_tables(positions, embeds.dtype)
         x = embeds
         new_kv = []
         for i, layer in enumerate(self.model.layers):
-            joiner = None if past is None else functools.partial(past.joined, i)
-            x, kv = layer(x, cos, sin, joiner, causal, gen_span, self.attn_impl)
+
+            def attention(q, k, v, i=i):
+                k_all, v_all = (k, v) if past is None else past.joined(i, k, v)
+                return attend(q, k_all, v_all, causal=causal, impl=self.attn_impl)
+
+            x, kv = layer(x, cos, sin, attention, gen_span)
             new_kv.append(kv)
+        return x, new_kv
+
+    def forward_packed(
+        self,
+        embeds: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        plan,
+        route: Route | None = None,
+        keep_kv: bool = False,
+    ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+        """Run the packed chunks ``embeds`` [sum L, D] (RoPE tables ``cos``/``sin`` per row) through every layer.
+
+        ``plan`` (a :class:`.packed.PackedPlan`) knows which rows belong to which chunk and each chunk's
+        cached keys; ``route`` is None (base expert) or ``(und_rows, gen_rows)`` (generation mode).
+        Returns the last hidden states and, with ``keep_kv``, the packed new keys/values per layer.
+        """
+        before, after = self._layer_fns
+        x = embeds
+        new_kv = []
+        for i, layer in enumerate(self.model.layers):
+            q, k, v = before(layer, x, cos, sin, route)
+            x = after(layer, x, plan.attend(i, q, k, v), route)
+            if keep_kv:
+                new_kv.append((k, v))
         return x, new_kv
 
     def final_norm(self, h: torch.Tensor, gen: bool) -> torch.Tensor:

@@ -32,7 +32,8 @@ def combine_cfg(
     renorm: str = "text_channel",
     renorm_min: float = 0.0,
 ) -> torch.Tensor:
-    """Combine the three branch velocities [N, C] (N tokens, C = 64 latent channels).
+    """Combine the three branch velocities [N, C] (N tokens, C = 64 latent channels), or [B, N, C] for B
+    turns at once (``global`` then takes its norms per turn).
 
     - ``text_channel`` (BAGEL's editing default): text guidance, rescaled per token so its norm does
       not exceed the conditional one, then image guidance on top.
@@ -54,7 +55,9 @@ def combine_cfg(
     v = v_img_uncond + cfg_img * (v_text - v_img_uncond) if cfg_img > 1.0 else v_text
     if renorm in ("global", "channel"):
         dim = None if renorm == "global" else -1
-        if dim is None:
+        if dim is None and v.ndim == 3:  # a batch of turns: one global ratio per turn
+            ratio = v_cond.norm(dim=(-2, -1), keepdim=True) / (v.norm(dim=(-2, -1), keepdim=True) + 1e-8)
+        elif dim is None:
             ratio = v_cond.norm() / (v.norm() + 1e-8)
         else:
             ratio = v_cond.norm(dim=-1, keepdim=True) / (v.norm(dim=-1, keepdim=True) + 1e-8)
@@ -99,5 +102,34 @@ def sample(
         vt = v_text_uncond(x, t).float() if s_txt > 1.0 else None
         vi = v_img_uncond(x, t).float() if s_txt > 1.0 and s_img > 1.0 else None
         v = combine_cfg(vc, vt, vi, s_txt, s_img, settings.renorm, settings.renorm_min)
+        x = x + v * (t_next - t)
+    return x
+
+
+BranchVelocities = Callable[[torch.Tensor, float, int], torch.Tensor]
+
+
+def branches_needed(settings: SamplerSettings, t: float) -> tuple[int, float, float]:
+    """(number of branches to run, text scale, image scale) at time t: cond only outside the CFG interval
+    or without text guidance; cond + text-uncond without image guidance; all three otherwise."""
+    lo, hi = settings.cfg_interval
+    inside = lo < t <= hi
+    s_txt = settings.cfg_text if inside else 1.0
+    s_img = settings.cfg_img if inside else 1.0
+    return (1 if s_txt <= 1.0 else 2 if s_img <= 1.0 else 3), s_txt, s_img
+
+
+def sample_batch(x: torch.Tensor, settings: SamplerSettings, velocities: BranchVelocities) -> torch.Tensor:
+    """:func:`sample` for B turns at once: ``x`` [B, N, 64]; ``velocities(x, t, n)`` returns the first ``n``
+    branch velocities (cond, text-uncond, image-uncond) of every turn as [B, n, N, 64], from ONE forward."""
+    ts = shifted_timesteps(settings.steps, settings.shift)
+    x = x.float()
+    for i in range(settings.steps - 1):
+        t, t_next = float(ts[i]), float(ts[i + 1])
+        n, s_txt, s_img = branches_needed(settings, t)
+        v = velocities(x, t, n).float()
+        vt = v[:, 1] if n > 1 else None
+        vi = v[:, 2] if n > 2 else None
+        v = combine_cfg(v[:, 0], vt, vi, s_txt, s_img, settings.renorm, settings.renorm_min)
         x = x + v * (t_next - t)
     return x

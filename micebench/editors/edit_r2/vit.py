@@ -2,7 +2,7 @@
 
 The patch embedding is stored as a Linear over flattened 14x14x3 patches ordered (row, col, channel),
 channel fastest; position ids "extrapolate": ``row * 70 + col``. Attention is bidirectional within
-one image (one image per call, so no mask is needed). Attribute names follow the checkpoint
+one image; a batch holds images of one size, so no mask is needed. Attribute names follow the checkpoint
 (``vit_model.vision_model.embeddings.patch_embedding`` ...).
 """
 
@@ -51,11 +51,13 @@ class SiglipAttention(nn.Module):
         self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(d, d) for _ in range(4))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, d = x.shape
-        shape = (n, self.num_heads, d // self.num_heads)
-        q, k, v = (p(x).view(shape).transpose(0, 1)[None] for p in (self.q_proj, self.k_proj, self.v_proj))
-        out = F.scaled_dot_product_attention(q, k, v)  # scale 1/sqrt(head_dim), no mask: one image
-        return self.out_proj(out[0].transpose(0, 1).reshape(n, d))
+        """x [n, d] (one image) or [B, n, d] (B images of one size): attention within each image."""
+        *lead, n, d = x.shape
+        b = x.numel() // (n * d)
+        shape = (b, n, self.num_heads, d // self.num_heads)
+        q, k, v = (p(x).view(shape).transpose(1, 2) for p in (self.q_proj, self.k_proj, self.v_proj))
+        out = F.scaled_dot_product_attention(q, k, v)  # scale 1/sqrt(head_dim), no mask: whole images
+        return self.out_proj(out.transpose(1, 2).reshape(*lead, n, d))
 
 
 class SiglipMLP(nn.Module):

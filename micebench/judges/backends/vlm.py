@@ -7,24 +7,29 @@ the cache key, so the votes of a turn are not collapsed into one answer, and a r
 vote back from the cache instead of paying for it again.
 
 :class:`OpenAIChatVLM` talks to any ``/v1/chat/completions`` endpoint (vLLM serving
-Qwen2.5-VL-32B-Instruct is the reference setup): images travel as base64 data URLs, at most
-``concurrency`` requests are in flight, and 429 / 5xx / timeouts / connection errors / malformed
-bodies are retried with exponential backoff. When retries run out it raises :class:`VLMError`;
-it never invents an answer.
+Qwen2.5-VL-32B-Instruct is the reference setup) through httpx (the ``vlm`` extra): images travel
+as base64 data URLs, at most ``concurrency`` requests are in flight, and every attempt has an
+overall deadline of ``timeout_s`` (see :mod:`micebench.judges.backends.http`). Connection failures
+are retried by httpx's transport; 429 / 5xx / timeouts / malformed bodies, which httpx does not
+retry, by exponential backoff here, honouring ``Retry-After``. Redirects are followed only to the
+same origin (307/308); any other is an error, so credentials never reach another host. When
+retries run out it raises :class:`VLMError`; it never invents an answer.
+
+Votes in one request: :meth:`OpenAIChatVLM.ask_votes` asks for several votes with the API's ``n``
+(vLLM supports it); a server that refuses ``n`` (HTTP 400/422, or fewer choices than asked) is
+remembered per client and asked vote by vote from then on. :class:`VoteGroup` lets the votes of
+one question, computed in parallel threads, share that one request.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import http.client
 import io
 import json
-import random
 import threading
-import time
-import urllib.error
-import urllib.request
+from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -33,20 +38,24 @@ from micebench.kvstore import SqliteJsonStore
 
 
 class VLMError(RuntimeError):
-    """A VLM call that produced no usable answer; ``raw`` holds whatever came back."""
+    """A VLM call that produced no usable answer; ``raw`` holds whatever came back, ``status`` the
+    HTTP status when a server answered with an error."""
 
-    def __init__(self, message: str, raw: str = "") -> None:
+    def __init__(self, message: str, raw: str = "", status: int | None = None) -> None:
         super().__init__(message)
         self.raw = raw
+        self.status = status
 
 
 @dataclass(frozen=True)
 class VLMReply:
-    """The model's text, why it stopped ("stop", "length", ...), and whether it came from the cache."""
+    """The model's text, why it stopped ("stop", "length", ...), whether it came from the cache, and
+    how many votes the request that produced it carried (``n``; 1 for a request of its own)."""
 
     text: str
     finish_reason: str = ""
     cached: bool = False
+    n: int = 1
 
     @property
     def truncated(self) -> bool:
@@ -100,166 +109,71 @@ def request_key(model: str, prompt: str, image_hashes: list[str], **params: Any)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-class _Retryable(Exception):
-    def __init__(self, message: str, raw: str = "", retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.raw = raw
-        self.retry_after = retry_after
+class VoteGroup:
+    """The votes of one question (one turn, one metric), computed in parallel, sharing ONE request.
 
-
-@dataclass
-class ClientStats:
-    requests: int = 0  # HTTP attempts made
-    retries: int = 0
-    cache_hits: int = 0
-    failures: int = 0  # calls that raised VLMError
-
-
-class OpenAIChatVLM:
-    """Client of an OpenAI-compatible chat-completions API (vLLM, SGLang, OpenAI, ...).
-
-    ``base_url`` ends before ``/chat/completions`` (e.g. ``http://localhost:8000/v1``). ``seed``,
-    when set, is sent as ``seed + vote`` so votes are reproducible on servers that honour it.
+    The first vote to ask a prompt asks the client for all the group's votes at once
+    (:meth:`OpenAIChatVLM.ask_votes`); the other votes wait for that request and take their own
+    reply. A vote the batch did not answer (the server refused ``n``, or the client has no
+    ``ask_votes``) asks alone, as before. :meth:`note` says which happened, for the judgement.
     """
 
-    def __init__(
-        self,
-        base_url: str,
-        model: str,
-        *,
-        api_key: str | None = None,
-        timeout_s: float = 120.0,
-        max_retries: int = 4,
-        backoff_s: float = 1.0,
-        max_backoff_s: float = 30.0,
-        concurrency: int = 8,
-        cache: RequestCache | None = None,
-        seed: int | None = None,
-        image_format: str = "png",
-    ) -> None:
-        if not base_url:
-            raise ValueError("OpenAIChatVLM needs a base_url (e.g. http://localhost:8000/v1)")
-        if concurrency < 1:
-            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
-        self.url = base_url.rstrip("/") + "/chat/completions"
-        self.model = model
-        self.name = model
-        self.revision = ""
-        self.api_key = api_key
-        self.timeout_s = timeout_s
-        self.max_retries = max_retries
-        self.backoff_s = backoff_s
-        self.max_backoff_s = max_backoff_s
-        self.cache = cache
-        self.seed = seed
-        self.image_format = image_format
-        self._slots = threading.BoundedSemaphore(concurrency)
-        self._stats_lock = threading.Lock()
-        self.stats = ClientStats()
-        self._in_flight = 0
-        self.max_in_flight = 0  # the most requests seen in flight at once (checked by tests)
+    def __init__(self, votes: Sequence[int]) -> None:
+        self.votes = tuple(votes)
+        self._lock = threading.Lock()
+        self._pending: dict[tuple, Future] = {}
+        self._how: dict[int, str] = {}
 
-    def _count(self, field: str) -> None:
-        with self._stats_lock:
-            setattr(self.stats, field, getattr(self.stats, field) + 1)
+    def ask(self, vlm: Any, images: list[Any], prompt: str, *, temperature: float, max_tokens: int,
+            vote: int) -> VLMReply:  # fmt: skip
+        batch = getattr(vlm, "ask_votes", None)
+        got: VLMReply | VLMError | None = None
+        if batch is not None and len(self.votes) > 1 and vote in self.votes and getattr(vlm, "supports_n", None) \
+                is not False:  # fmt: skip
+            key = (prompt, temperature, max_tokens, tuple(id(im) for im in images))
+            with self._lock:
+                future = self._pending.get(key)
+                owner = future is None
+                if owner:
+                    future = self._pending[key] = Future()
+            if owner:
+                try:
+                    future.set_result(batch(images, prompt, temperature=temperature, max_tokens=max_tokens,
+                                            votes=self.votes))  # fmt: skip
+                except BaseException as e:  # handed to every vote waiting on this request
+                    future.set_exception(e)
+            got = future.result().get(vote)
+        if got is None:
+            got = vlm.ask(images, prompt, temperature=temperature, max_tokens=max_tokens, vote=vote)
+        self._record(vote, got)
+        if isinstance(got, VLMError):
+            raise VLMError(str(got), got.raw, got.status)
+        return got
 
-    def ask(
-        self, images: list[Any], prompt: str, *, temperature: float, max_tokens: int, vote: int = 0
-    ) -> VLMReply:
-        encoded = [_encode(im, self.image_format) for im in images]  # encoded once: hashed and sent
-        hashes = [hashlib.sha256(data).hexdigest() for data, _ in encoded]
-        seed = None if self.seed is None else self.seed + vote
-        key = request_key(
-            self.model, prompt, hashes, temperature=temperature, max_tokens=max_tokens, vote=vote, seed=seed
-        )
-        if self.cache is not None:
-            hit = self.cache.get(key)
-            if hit is not None:
-                self._count("cache_hits")
-                return VLMReply(text=hit["text"], finish_reason=hit.get("finish_reason", ""), cached=True)
-        content: list[dict] = [
-            {"type": "image_url", "image_url": {"url": f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"}}
-            for data, mime in encoded
-        ]
-        content.append({"type": "text", "text": prompt})
-        payload: dict[str, Any] = {
-            "model": self.model,
-            "messages": [{"role": "user", "content": content}],
-            "temperature": temperature,
-            "max_tokens": max_tokens,
-        }
-        if seed is not None:
-            payload["seed"] = seed
-        body = json.dumps(payload).encode()
-        last: _Retryable | None = None
-        for attempt in range(self.max_retries + 1):
-            if attempt:
-                self._count("retries")
-                delay = min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1)) * random.uniform(0.8, 1.2)
-                if last is not None and last.retry_after is not None:
-                    delay = min(self.max_backoff_s, max(delay, last.retry_after))
-                time.sleep(delay)
-            try:
-                reply = self._post(body)
-            except _Retryable as e:
-                last = e
-                continue
-            if self.cache is not None:
-                self.cache.put(key, {"text": reply.text, "finish_reason": reply.finish_reason})
-            return reply
-        self._count("failures")
-        assert last is not None
-        raise VLMError(f"{self.url}: no answer after {self.max_retries + 1} attempts; last error: {last}", last.raw)
+    def _record(self, vote: int, reply: VLMReply | VLMError) -> None:
+        if isinstance(reply, VLMError):
+            how = "failed"
+        else:
+            how = "cache" if reply.cached else (f"n={reply.n}" if reply.n > 1 else "alone")
+        with self._lock:
+            self._how[vote] = how
 
-    def _post(self, body: bytes) -> VLMReply:
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        req = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
-        with self._slots:
-            with self._stats_lock:
-                self.stats.requests += 1
-                self._in_flight += 1
-                self.max_in_flight = max(self.max_in_flight, self._in_flight)
-            try:
-                with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
-                    raw = resp.read().decode("utf-8", errors="replace")
-            except urllib.error.HTTPError as e:
-                text = e.read().decode("utf-8", errors="replace")[:2000] if e.fp else ""
-                if e.code == 429 or e.code >= 500:
-                    retry_after = _retry_after(e.headers.get("Retry-After") if e.headers else None)
-                    raise _Retryable(f"HTTP {e.code}", text, retry_after) from e
-                raise VLMError(f"{self.url}: HTTP {e.code} (not retried): {text[:300]}", text) from e
-            except TimeoutError as e:
-                raise _Retryable(f"timed out after {self.timeout_s}s") from e
-            except urllib.error.URLError as e:
-                raise _Retryable(f"connection error: {e.reason}") from e
-            except (http.client.HTTPException, ConnectionError, OSError) as e:
-                raise _Retryable(f"broken response: {type(e).__name__}: {e}") from e
-            finally:
-                with self._stats_lock:
-                    self._in_flight -= 1
-        return _parse_completion(raw)
-
-
-def _retry_after(value: str | None) -> float | None:
-    try:
-        return max(0.0, float(value)) if value else None
-    except ValueError:
-        return None
-
-
-def _parse_completion(raw: str) -> VLMReply:
-    """The first choice's text of a chat-completions body; a malformed body is retryable."""
-    try:
-        data = json.loads(raw)
-        choice = data["choices"][0]
-        text = choice["message"]["content"]
-    except (json.JSONDecodeError, KeyError, IndexError, TypeError) as e:
-        raise _Retryable(f"malformed completion body ({type(e).__name__})", raw[:2000]) from e
-    if not isinstance(text, str):
-        raise _Retryable("completion has no text content", raw[:2000])
-    return VLMReply(text=text, finish_reason=str(choice.get("finish_reason") or ""))
+    def note(self) -> str:
+        """How the VLM was asked, e.g. "VLM votes: 4 in one request (n=4)"; "" when it was not asked."""
+        with self._lock:
+            hows = list(self._how.values())
+        if not hows:
+            return ""
+        parts = []
+        for how in sorted(set(hows)):
+            k = hows.count(how)
+            if how.startswith("n="):
+                parts.append(f"{k} in one request ({how})")
+            elif how == "alone":
+                parts.append(f"{k} in separate requests")
+            elif how == "cache":
+                parts.append(f"{k} from the cache")
+        return "VLM votes: " + ", ".join(parts) if parts else ""
 
 
 class TransformersQwenVLM:
@@ -316,3 +230,12 @@ class TransformersQwenVLM:
         stopped = len(new) > 0 and int(new[-1]) in eos_ids
         finish = "stop" if stopped or len(new) < max_tokens else "length"
         return VLMReply(text=self.processor.decode(new, skip_special_tokens=True), finish_reason=finish)
+
+
+def __getattr__(name: str) -> Any:
+    # The HTTP client lives in openai_chat (it imports this module); re-exported here for callers.
+    if name in ("OpenAIChatVLM", "ClientStats"):
+        from micebench.judges.backends import openai_chat
+
+        return getattr(openai_chat, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

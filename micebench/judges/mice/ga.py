@@ -16,6 +16,7 @@ import re
 from micebench.judges.mice.grammar import split_rule
 from micebench.judges.mice.if_rules import VoteFailed
 from micebench.judges.mice.prompts import PromptSet
+from micebench.judges.refusals import refusal
 from micebench.spec import Session
 
 _FINAL = re.compile(r"FINAL\s*:\s*\**\s*(yes|no)\b", re.IGNORECASE)
@@ -47,7 +48,11 @@ def build_ga_prompt(session: Session, turn_index: int, variant: str, prompts: Pr
 
 
 def read_final(text: str, truncated: bool = False) -> bool:
-    """The last "FINAL: yes/no" in the answer; none -> :class:`VoteFailed`."""
+    """The last "FINAL: yes/no" in the answer; none, or a refusal ("no images were provided"), ->
+    :class:`VoteFailed`."""
+    why = refusal(text)
+    if why:
+        raise VoteFailed(f"not a verdict: {why}", text)
     found = _FINAL.findall(text)
     if not found:
         why = "the answer was cut off at the token limit" if truncated else "the answer has no 'FINAL: yes/no' line"

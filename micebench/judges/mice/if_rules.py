@@ -20,6 +20,7 @@ from typing import Any
 from micebench.judges.backends.detector import Detection, Detector, iou
 from micebench.judges.backends.vlm import VLMReply
 from micebench.judges.mice.grammar import ParsedInstruction, strip_plural
+from micebench.judges.refusals import refusal
 
 DET_THRESHOLD = 0.3  # subject_add, subject_replace, text_change, count_change
 REMOVE_THRESHOLD = 0.35
@@ -56,12 +57,17 @@ _LEADING = re.compile(r"^[\s\W_]*(yes|no)\b", re.IGNORECASE)
 def read_yes_no(text: str, mode: str = "leading") -> bool:
     """Read a yes/no answer.
 
-    ``leading`` (ours): the first word, after punctuation and markup, must be yes or no; anything
-    else raises :class:`VoteFailed`. ``substring`` (upstream): yes when "yes" occurs anywhere in
-    the lowercased text (also inside "eyes"), otherwise no.
+    ``leading`` (ours): the first word, after punctuation and markup, must be yes or no, and the
+    answer must not be a refusal or a non-answer ("No images were provided", "Yes, I can help",
+    see :mod:`micebench.judges.refusals`); anything else raises :class:`VoteFailed`.
+    ``substring`` (upstream): yes when "yes" occurs anywhere in the lowercased text (also inside
+    "eyes"), otherwise no.
     """
     if mode == "substring":
         return "yes" in text.lower()
+    why = refusal(text)
+    if why:
+        raise VoteFailed(f"not an answer: {why}: {text[:80]!r}", text)
     m = _LEADING.match(text)
     if not m:
         raise VoteFailed(f"answer does not start with yes or no: {text[:80]!r}", text)
@@ -189,6 +195,8 @@ def rule_text_change(p: ParsedInstruction, c: RuleContext) -> VoteResult:
     reply = c.ask([c.output], "if_text_read")
     if new_text.lower() in reply.text.strip().lower():
         return _vr(True, f"the output reads {new_text!r}", reply.text)
+    if c.yes_mode != "substring" and refusal(reply.text):  # a refusal is not a transcription without the text
+        raise VoteFailed(f"not a transcription: {refusal(reply.text)}: {reply.text[:80]!r}", reply.text)
     if reply.truncated:
         raise VoteFailed(f"transcription was cut off at the token limit before {new_text!r} appeared", reply.text)
     return _vr(False, f"{new_text!r} not in the transcribed text", reply.text)

@@ -191,8 +191,13 @@ class MiceJudge(Judge):
             if p[m]["kind"] == "votes"
             for v in range(p[m]["n"])
         ]
+        from micebench.judges.backends.vlm import VoteGroup
+
+        # The votes of one question share one VLM request (n votes) when the server allows it.
+        groups = {(i, m): VoteGroup(range(plans[i][m]["n"])) for i, m, _v in tasks if plans[i][m]["n"] > 1}
         with ThreadPoolExecutor(max_workers=self.config.concurrency) as pool:
-            done = list(pool.map(lambda t: self._run_vote(requests[t[0]], plans[t[0]], t[1], t[2]), tasks))
+            done = list(pool.map(lambda t: self._run_vote(requests[t[0]], plans[t[0]], t[1], t[2],
+                                                          groups.get((t[0], t[1]))), tasks))  # fmt: skip
         votes: dict[tuple[int, str], list[_Vote]] = {}
         for (i, m, _v), res in zip(tasks, done, strict=True):
             votes.setdefault((i, m), []).append(res)
@@ -201,7 +206,9 @@ class MiceJudge(Judge):
             row = []
             for m in self.metric_names:
                 if p[m]["kind"] == "votes":
-                    row.append(self._aggregate(m, votes[i, m]))
+                    j = self._aggregate(m, votes[i, m])
+                    note = groups[i, m].note() if (i, m) in groups else ""
+                    row.append(j.model_copy(update={"reason": f"{j.reason}; {note}"}) if note else j)
                 else:
                     row.append(p[m]["judgement"])
             out.append(row)
@@ -270,7 +277,7 @@ class MiceJudge(Judge):
                 plan["ga"] = _fixed(Judgement.unscored("ga", str(e), **self._meta("ga")))
         return plan
 
-    def _run_vote(self, req: JudgeRequest, plan: dict[str, Any], metric: str, vote: int) -> _Vote:
+    def _run_vote(self, req: JudgeRequest, plan: dict[str, Any], metric: str, vote: int, group=None) -> _Vote:
         from micebench.judges.mice.cache import vote_key
 
         spec = plan[metric]
@@ -285,39 +292,41 @@ class MiceJudge(Judge):
 
             result = compute_vote_upstream(self, req, spec, metric, vote)
         else:
-            result = self._compute_vote(req, spec, metric, vote)
+            result = self._compute_vote(req, spec, metric, vote, group)
         if cache is not None and result.score is not None and not result.substituted:
             cache.put(key, result.score, result.reason, result.raw)
         return result
 
-    def _ask(self, vote: int):
+    def _ask(self, vote: int, group=None):
         from micebench.judges.backends.vlm import VLMError
         from micebench.judges.mice.if_rules import VoteFailed
 
         def ask(images: list[Any], template: str, **fields: Any):
             prompt = self.prompts.render(template, **fields) if template in self.prompts.templates else template
             try:
-                return self.vlm.ask(
-                    images, prompt, temperature=self.config.temperature, max_tokens=self.config.max_tokens, vote=vote
-                )
+                kw = {"temperature": self.config.temperature, "max_tokens": self.config.max_tokens, "vote": vote}
+                if group is not None:
+                    return group.ask(self.vlm, images, prompt, **kw)
+                return self.vlm.ask(images, prompt, **kw)
             except VLMError as e:
                 raise VoteFailed(f"VLM call failed: {e}", e.raw) from e
 
         return ask
 
-    def _compute_vote(self, req: JudgeRequest, spec: dict[str, Any], metric: str, vote: int) -> _Vote:
+    def _compute_vote(self, req: JudgeRequest, spec: dict[str, Any], metric: str, vote: int, group=None) -> _Vote:
         from micebench.judges.mice.cc import CCNotApplicable, CCUnavailable, compute_cc
         from micebench.judges.mice.ga import read_final
         from micebench.judges.mice.if_rules import RULES, RuleContext, VoteFailed
 
         try:
             if metric == "if":
-                ctx = RuleContext(req.previous, req.output, self.detector, self._ask(vote), self.config.yes_match)
+                ctx = RuleContext(req.previous, req.output, self.detector, self._ask(vote, group),
+                                  self.config.yes_match)  # fmt: skip
                 r = RULES[req.turn.task_type](spec["parsed"], ctx)
                 return _Vote(r.score, r.reason, r.raw)
             if metric == "ga":
                 images = [req.source_image, *req.outputs]
-                reply = self._ask(vote)(images, spec["prompt"])
+                reply = self._ask(vote, group)(images, spec["prompt"])
                 ok = read_final(reply.text, reply.truncated)
                 return _Vote(1.0 if ok else 0.0, f"final verdict {'yes' if ok else 'no'}", reply.text)
             turn = req.turn
@@ -363,6 +372,8 @@ class MiceJudge(Judge):
         )
 
     def close(self) -> None:
+        if self._vlm is not None and hasattr(self._vlm, "close"):
+            self._vlm.close()  # its HTTP connections; it reconnects if used again
         for c in (self._vote_cache, self._request_cache):
             if c is not None:
                 c.close()
