@@ -187,7 +187,9 @@ def _sessions(ds, spec: str, split: str, subset_opt: str | None, name_opt: str |
         suite_name = row.get("suite") or name_opt or spec
         names.add((suite_name, row.get("suite_version") or (SUITE_VERSION if "suite" not in cols else "1")))
         rel = _materialise(row, i, folder, where)
-        obj = {k: row[k] for k in ("instruction", *PER_TURN_FIELDS, "available_objects") if k in row}
+        obj = {k: row[k] for k in ("instruction", *PER_TURN_FIELDS) if k in row}
+        if row.get("available_objects") is not None:  # optional: a null cell means the row has none
+            obj["available_objects"] = row["available_objects"]
         obj["image"] = rel
         session = _session(obj, where, subset, suite_name, [folder])
         session = _restore(session, row, where)
