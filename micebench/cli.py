@@ -224,14 +224,21 @@ def score(run_dir, judges, judge_opts, judge_configs, batch_size, quiet) -> None
 
 @main.command("list")
 @click.argument("kind", type=click.Choice(["editors", "judges", "suites"]))
-def list_cmd(kind: str) -> None:
-    """Show installed editors, judges or suites (third-party adapters included)."""
+@click.option("--paths", is_flag=True, help="Also show where each adapter lives (module:attr).")
+def list_cmd(kind: str, paths: bool) -> None:
+    """Show installed editors, judges or suites (third-party adapters included): what each is, and
+    what it needs to run (extras, a GPU, weights, keys)."""
     from micebench.registry import describe
 
-    rows = describe(kind)
-    width = max((len(n) for n, _ in rows), default=0)
-    for name, target in rows:
-        click.echo(f"{name.ljust(width)}  {target}")
+    rows = describe(kind, detailed=True)
+    width = max((len(r.name) for r in rows), default=0)
+    for r in rows:
+        click.echo(f"{r.name.ljust(width)}  {r.description}")
+        pad = " " * (width + 2)
+        needs = "not stated" if r.needs is None else ", ".join(r.needs) or "nothing beyond micebench"
+        click.echo(f"{pad}needs: {needs}")
+        if paths:
+            click.echo(f"{pad}from: {r.target}")
 
 
 @main.command()

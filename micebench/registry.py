@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+from dataclasses import dataclass
 from functools import cache
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
@@ -33,9 +34,40 @@ def names(kind: str) -> list[str]:
     return sorted(_entry_points(GROUPS[kind]))
 
 
-def describe(kind: str) -> list[tuple[str, str]]:
-    """(name, "module:attr") pairs, without importing anything."""
-    return [(n, ep.value) for n, ep in sorted(_entry_points(GROUPS[kind]).items())]
+@dataclass(frozen=True)
+class AdapterInfo:
+    """What ``micebench list`` shows about one adapter."""
+
+    name: str
+    target: str  # "module:attr"
+    description: str  # one line
+    needs: tuple[str, ...] | None  # what it takes to run: extras, a GPU, weights, a key; () nothing; None: not stated
+
+
+def describe(kind: str, detailed: bool = False) -> list[Any]:
+    """(name, "module:attr") pairs without importing anything; with ``detailed``, one
+    :class:`AdapterInfo` per adapter, which imports each adapter's module (not its heavy libraries:
+    adapters import those when used) to read its ``description`` and ``needs`` class attributes
+    (else the docstring's first line). An adapter that fails to import is listed with the reason.
+    """
+    eps = sorted(_entry_points(GROUPS[kind]).items())
+    if not detailed:
+        return [(n, ep.value) for n, ep in eps]
+    return [_info(n, ep) for n, ep in eps]
+
+
+def _info(name: str, ep: EntryPoint) -> AdapterInfo:
+    try:
+        obj = ep.load()
+    except Exception as e:  # a broken third-party adapter is listed with its error, not a crash of `list`
+        return AdapterInfo(name, ep.value, f"(cannot import: {type(e).__name__}: {e})", None)
+    description = getattr(obj, "description", "")
+    if not isinstance(description, str) or not description:
+        doc = (getattr(obj, "__doc__", "") or "").strip()
+        description = doc.splitlines()[0].strip() if doc else ""
+    needs = getattr(obj, "needs", None)
+    needs = tuple(str(x) for x in needs) if isinstance(needs, (tuple, list)) else None
+    return AdapterInfo(name, ep.value, description or "(no description)", needs)
 
 
 def load(kind: str, name: str) -> Any:

@@ -30,6 +30,11 @@ class Editor:
 
     Config: ClassVar[type[EditorConfig]] = EditorConfig
     name: ClassVar[str] = ""
+    # Shown by `micebench list editors`: one line on what it is, and what it needs to run
+    # (extras, a GPU, weights, a key; () for nothing, None for not stated). Without a description
+    # the docstring's first line is shown.
+    description: ClassVar[str] = ""
+    needs: ClassVar[tuple[str, ...] | None] = None
 
     def __init__(self, config: EditorConfig | None = None) -> None:
         self.config = config if config is not None else self.Config()

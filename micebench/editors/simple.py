@@ -14,6 +14,9 @@ from micebench.spec import EditRequest, EditResult
 class IdentityEditor(Editor):
     """Returns the image it was asked to edit, unchanged: a floor for IF, a ceiling for CC."""
 
+    description = "returns the image it was asked to edit, unchanged: an IF floor, a CC ceiling"
+    needs = ()
+
     class Config(EditorConfig):
         """No options."""
 
@@ -31,6 +34,9 @@ class ReplayEditor(Editor):
     jpeg, webp. An optional ``turn_<k>.txt`` beside it holds the instruction the editor actually
     used. A missing file is an error row for that turn, not a crash.
     """
+
+    description = "reads images an editor made elsewhere: -M root=DIR laid out as DIR/<session_id>/turn_<k>.png"
+    needs = ("the images, made elsewhere",)
 
     class Config(EditorConfig):
         root: Path = Field(description="Folder laid out as <session_id>/turn_<k>.png")

@@ -46,6 +46,9 @@ class _EditorWorker:
         from micebench.editors.base import create_editor
 
         self.editor = create_editor(name, options)
+        check = getattr(self.editor, "preflight", None)
+        if callable(check):  # load the model / reach the server now: a failure is a setup error, before work
+            check()
 
     def ready(self) -> tuple[int, dict[str, Any]]:
         import os

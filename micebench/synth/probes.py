@@ -73,6 +73,9 @@ def replay(source: dict[str, Any], instructions: list[str], context: bool) -> tu
 class OracleEditor(Editor):
     """Returns each turn's ground-truth target image (reads the suite's answer key)."""
 
+    description = "synthetic suite probe: each turn's ground-truth image (the ceiling)"
+    needs = ("the synth suite",)
+
     class Config(EditorConfig):
         """No options."""
 
@@ -112,12 +115,16 @@ class SynthContextEditor(_ReplayEditor):
     """Parses every raw instruction with the full history (pronouns, persistent rule)."""
 
     context = True
+    description = "synthetic suite probe: follows each instruction knowing the whole history"
+    needs = ("the synth suite",)
 
 
 class SynthLastTurnEditor(_ReplayEditor):
     """Parses each raw instruction alone: no pronoun resolution, no memory of the rule."""
 
     context = False
+    description = "synthetic suite probe: reads each instruction alone (no pronouns, no standing rules)"
+    needs = ("the synth suite",)
 
 
 def degrade(img: Image.Image, blur: float, tint: tuple[int, int, int]) -> Image.Image:
@@ -132,6 +139,8 @@ class SynthDriftEditor(_ReplayEditor):
     image is blurred and tinted, so unchanged content degrades a little more every turn."""
 
     context = True
+    description = "synthetic suite probe: full context, but blur and tint build up turn after turn"
+    needs = ("the synth suite",)
 
     class Config(EditorConfig):
         blur: float = Field(default=0.5, ge=0, le=5, description="Gaussian blur radius added per turn (px).")

@@ -138,6 +138,9 @@ class SessionState:
 class EditR2Editor(Editor):
     """BAGEL-7B-MoT multi-turn editing with Edit-R2's in-context intent reconstruction (IC-CoT)."""
 
+    description: ClassVar[str] = "the reference editor: BAGEL-7B-MoT with Edit-R2's intent reconstruction (IC-CoT)"
+    needs: ClassVar[tuple[str, ...]] = ("extra models", "a GPU with ~32 GB", "BAGEL-7B-MoT weights (-M weights=DIR)")
+
     Config: ClassVar[type[EditorConfig]] = EditR2Config
 
     def __init__(self, config: EditorConfig | None = None) -> None:
@@ -397,5 +400,7 @@ class EditR2Editor(Editor):
 
 class BagelEditor(EditR2Editor):
     """The ablation baseline: BAGEL-7B-MoT with the same multi-turn context, without IC-CoT."""
+
+    description: ClassVar[str] = "BAGEL-7B-MoT with the same multi-turn context, without IC-CoT (ablation baseline)"
 
     Config: ClassVar[type[EditorConfig]] = BagelConfig
