@@ -151,7 +151,9 @@ def run(
     judge_timeout: float | None = None,
     isolate: bool = False,
     dry_run: bool = False,
-) -> Run | list[Run] | str | list[str]:
+    executor: Any = None,
+    shard: str | tuple[int, int] | None = None,
+) -> Run | list[Run]:
     """Edit every turn of ``suite`` with each editor, score with ``judges``; one run directory per editor.
 
     ``editors``: one editor (a name, ``module:Class``, class or instance) gives one :class:`Run`; a list
@@ -160,13 +162,10 @@ def run(
     later with :func:`score`). ``editor_options`` (a mapping or a YAML file) go to every editor built from a
     name or class; ``judge_options`` are flat (``{"votes": 2}`` with one judge) or per judge
     (``{"mice.votes": 2}``); ``judge_config_files`` are YAML files of judge options (a ``judge:`` key names
-    the judge), under ``judge_options``. ``limit`` keeps the first N sessions.
-
-    Before any editing every judge and editor pass the preflight (:mod:`micebench.preflight`; a problem
-    raises :class:`micebench.errors.SetupError`). ``judge_timeout`` bounds each judge call (seconds per
-    turn); ``isolate`` runs each editor in a child process killed on ``turn_timeout``
-    (:mod:`micebench.isolate`); ``dry_run`` runs only the preflight and returns what would run (a str per
-    editor) instead of runs, writing nothing.
+    the judge), under ``judge_options``. ``limit`` keeps the first N sessions. ``executor`` (a
+    :class:`micebench.executors.ExecutorSpec`, e.g. ``ExecutorSpec("ray", workers=8, gpus_per_worker=1)``)
+    says where editors and judges run; ``shard`` (``"K/N"`` or ``(K, N)``) runs only that shard of the
+    sessions (join the shards with ``micebench merge``).
     """
     from micebench.evaluate import start_run
     from micebench.options import OptionsError
@@ -179,6 +178,11 @@ def run(
     if run_name and len(editor_list) > 1:
         raise OptionsError("run_name names one run directory; with several editors, leave it out")
     data = load_suite_data(suite, suite_options, image_root=image_root, limit=limit, seed=seed)
+    shard_info = None
+    if shard is not None:
+        from micebench.merge import parse_shard, shard_suite
+
+        data, shard_info = shard_suite(data, *(parse_shard(shard) if isinstance(shard, str) else shard))
     opts = merge_options(editor_options)
     if judges is not None and not judges and (judge_options or judge_config_files):
         raise OptionsError("judge options given, but no judges (judges=[] / --no-judge)")
@@ -192,15 +196,15 @@ def run(
         if several and progress:
             label = editor if isinstance(editor, str) else getattr(editor, "__name__", type(editor).__name__)
             print(f"== {label}", file=sys.stderr, flush=True)
-        editor_opts = opts if isinstance(editor, (str, type)) else {}
-        if dry_run:
+        if dry_run:  # only the preflight: a str per editor saying what would run
             from micebench.preflight import dry_run as plan
 
-            runs.append(plan(data, editor, editor_opts, specs, out=str(out), run_name=run_name, settings=settings,
-                             seed=seed))  # fmt: skip
+            runs.append(plan(data, editor, opts if isinstance(editor, (str, type)) else {}, specs, out=str(out),
+                             run_name=run_name, settings=settings, seed=seed))  # fmt: skip
             continue
-        result = start_run(data, editor, editor_opts, specs, out=out, run_name=run_name, settings=settings,
-                           seed=seed, command_line=line)
+        result = start_run(data, editor, opts if isinstance(editor, (str, type)) else {}, specs, out=out,
+                           run_name=run_name, settings=settings, seed=seed, command_line=line,
+                           executor=executor, shard=shard_info)
         runs.append(open_run(result.run_dir))
     return runs if several else runs[0]
 
@@ -217,8 +221,7 @@ def score(
 ) -> Run:
     """Score a run's stored images with ``judges`` (same forms as :func:`run`), without editing again.
 
-    Judgements already stored for the same judge configuration are kept. The judges pass the preflight
-    first, and the run directory is locked while scoring. Returns the run, re-read.
+    Judgements already stored for the same judge configuration are kept. Returns the run, re-read.
     """
     from micebench.evaluate import score_run
     from micebench.options import OptionsError
@@ -233,13 +236,14 @@ def score(
     return open_run(root)
 
 
-def resume(run: Run | str | Path, *, progress: bool = True, command_line: str = "") -> Run:
-    """Finish an interrupted run (all settings come from its manifest); returns it, re-read."""
+def resume(run: Run | str | Path, *, progress: bool = True, executor: Any = None, command_line: str = "") -> Run:
+    """Finish an interrupted run (all settings come from its manifest, the executor too unless
+    ``executor`` is given); returns it, re-read."""
     from micebench.evaluate import resume_run
     from micebench.results.run import Run, open_run
 
     root = run.root if isinstance(run, Run) else Path(run)
-    resume_run(root, progress=progress, command_line=command_line)
+    resume_run(root, progress=progress, executor=executor, command_line=command_line)
     return open_run(root)
 
 

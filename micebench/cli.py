@@ -22,6 +22,8 @@ LAZY_COMMANDS = {
     "leaderboard": "micebench.results.cli:leaderboard",
     "gate": "micebench.results.cli:gate",
     "report": "micebench.results.cli:report",
+    "merge": "micebench.cli_scale:merge",
+    "export": "micebench.cli_scale:export",
     "doctor": "micebench.cli_doctor:doctor",
 }
 
@@ -111,38 +113,49 @@ def _judge_specs(judges: tuple[str, ...], judge_opts: tuple[str, ...], judge_con
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed passed to suites, editors and judges "
               "that take one.")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False, exists=True),
-              help="Finish an interrupted run directory (all other options come from its manifest).")
+              help="Finish an interrupted run directory (other options come from its manifest; "
+              "--executor and its options may move it elsewhere).")
 @click.option("--judge-timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
               help="A judge call taking longer than this per turn is unscored (a hung judge is stopped).")
 @click.option("--isolate", is_flag=True, help="Run the editor in a child process that is killed on --turn-timeout "
               "and restarted (costs a reload per restart; see the README).")
-@click.option("--dry-run", is_flag=True, help="Only build and load the editor and judges (the preflight) and say "
+@click.option("--dry-run", is_flag=True, help="Only build and check the editor and judges (the preflight) and say "
               "what would run; write nothing.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), help="Where editors and judges run: in this "
+              "process, or as Ray actors (pip install 'micebench[ray]').  [default: local]")
+@click.option("--workers", type=click.IntRange(min=1), help="Ray: editor/judge actors.  [default: 1]")
+@click.option("--gpus-per-worker", type=click.FloatRange(min=0), help="Ray: GPUs per actor.  [default: 0]")
+@click.option("--ray-address", metavar="ADDR", help="Ray: an existing cluster (HOST:PORT, ray://..., auto); "
+              "default: start a local one.")
+@click.option("--shard", metavar="K/N", help="Run only shard K of N (sessions split by a hash of their id); "
+              "join the shards with `micebench merge`.")
 def run(suite_spec, suite_opts, models, model_opts, model_config, judges, judge_opts, judge_configs, no_judge, out,
-        run_name, limit, batch_size, turn_timeout, image_root, seed, resume_dir, judge_timeout, isolate, dry_run,
-        quiet) -> None:
+        run_name, limit, batch_size, turn_timeout, image_root, seed, resume_dir, quiet, executor, workers,
+        gpus_per_worker, ray_address, shard, judge_timeout, isolate, dry_run) -> None:
     """Edit every turn of a suite with an editor, then score it with judges.
 
     Writes runs/<run_id>/ (manifest.json, run.sqlite, images/, turns.parquet, turns.csv) and prints
-    IF / CC / GA per turn index. Before any editing, every judge and the editor are built and loaded
-    (the preflight). Exit code: 0 all turns edited, 1 some turns failed (see the table's status and
-    error columns), 2 bad usage, a malformed suite, or a setup problem (a model that cannot load, a
-    server that cannot be reached, a judge failing on every turn the same way).
+    IF / CC / GA per turn index. Exit code: 0 all turns edited, 1 some turns failed (see the
+    table's status and error columns), 2 bad usage or a malformed suite.
     """
     from micebench import api
     from micebench.errors import SetupError
+    from micebench.merge import ShardError
     from micebench.options import OptionsError
     from micebench.registry import UnknownNameError
     from micebench.store import RunStoreError
     from micebench.suites.base import SuiteError
 
-    command_line = " ".join(shlex.quote(a) for a in ["micebench", *sys.argv[1:]])
+    spec = _executor_spec(executor, workers, gpus_per_worker, ray_address)
     if resume_dir and dry_run:
         fail("--dry-run checks a new run; `micebench run --resume` checks what is left before it starts")
     if resume_dir:
+        if shard:
+            fail("--shard cannot change on --resume: a shard's run directory already holds its sessions")
         try:
-            runs = [api.resume(resume_dir, progress=not quiet, command_line=command_line)]
+            command_line = " ".join(shlex.quote(a) for a in ["micebench", *sys.argv[1:]])
+            runs = [api.resume(resume_dir, progress=not quiet, executor=spec, command_line=command_line)]
         except (RunStoreError, UnknownNameError, OptionsError, SetupError) as e:
             fail(str(e))
         _print_summaries(runs)
@@ -151,20 +164,34 @@ def run(suite_spec, suite_opts, models, model_opts, model_config, judges, judge_
         fail("give an editor with --model (see `micebench list editors`)")
     try:
         editor_opts = api.merge_options(model_config, _pairs(model_opts, "-M"))
+        command_line = " ".join(shlex.quote(a) for a in ["micebench", *sys.argv[1:]])
         runs = api.run(suite_spec or "synth", list(models), [] if no_judge else (list(judges) or None),
                        judge_options=_pairs(judge_opts, "-J"), judge_config_files=judge_configs,
                        suite_options=_pairs(suite_opts, "-S"),
                        editor_options=editor_opts, out=out, run_name=run_name, limit=limit, batch_size=batch_size,
                        turn_timeout=turn_timeout, image_root=image_root, seed=seed, progress=not quiet,
-                       command_line=command_line, judge_timeout=judge_timeout, isolate=isolate, dry_run=dry_run)
-    except (SuiteError, OptionsError, UnknownNameError, RunStoreError, SetupError) as e:
+                       command_line=command_line, executor=spec, shard=shard, judge_timeout=judge_timeout,
+                       isolate=isolate, dry_run=dry_run)
+    except (SuiteError, OptionsError, UnknownNameError, RunStoreError, SetupError, ShardError) as e:
         fail(str(e))
     if dry_run:
         click.echo("\n\n".join(runs if isinstance(runs, list) else [runs]))
         sys.exit(EXIT_OK)
-    runs = runs if isinstance(runs, list) else [runs]
     _print_summaries(runs)
     sys.exit(_exit_code(runs))
+
+
+def _executor_spec(name, workers, gpus_per_worker, ray_address):
+    """The executor options as a spec, or None when none was given (local; on --resume: as recorded)."""
+    if name is None and workers is None and gpus_per_worker is None and ray_address is None:
+        return None
+    from micebench.executors import ExecutorSpec
+
+    try:
+        return ExecutorSpec(name=name or "local", workers=workers or 1, gpus_per_worker=gpus_per_worker or 0.0,
+                            address=ray_address)
+    except ValueError as e:
+        fail(str(e))
 
 
 def _exit_code(runs) -> int:

@@ -24,6 +24,8 @@ from typing import Any
 
 import micebench
 from micebench.editors.base import Editor
+from micebench.errors import SetupError
+from micebench.executors import ExecutorSpec, make_executor
 from micebench.judges.base import Judge
 from micebench.results.turn_table import export_turn_table
 from micebench.runner import EditSummary, Runner, RunSettings, close_quietly
@@ -171,11 +173,15 @@ def start_run(
     settings: RunSettings | None = None,
     seed: int | None = 0,
     command_line: str = "",
+    executor: ExecutorSpec | None = None,
+    shard: dict[str, Any] | None = None,
 ) -> RunResult:
     """Create a run directory for ``suite`` x ``editor``, edit every turn, then judge.
 
     ``editor`` is a registered name, ``module:Class``, an Editor class or instance; ``judges`` holds
-    ``(name or class, options)`` pairs, names, classes or Judge instances.
+    ``(name or class, options)`` pairs, names, classes or Judge instances. ``executor`` says where
+    editors and judges run (default: here, see micebench.executors); ``shard`` (from
+    :func:`micebench.merge.shard_suite`) marks the run as one shard of a larger suite.
 
     Before anything is written, every judge and the editor pass the preflight
     (:mod:`micebench.preflight`): a setup problem raises :class:`SetupError` and no directory is made.
@@ -190,14 +196,21 @@ def start_run(
         editor_options = with_seed(editor_cls, editor_options, seed)
     name, _, editor_config, make_editor = editor_factory(editor, editor_options)
     judge_objs = build_judges(judges, seed)
+    runs_on = make_executor(executor)
+    if instance is not None and runs_on.name != "local":
+        _close_all(judge_objs)
+        raise SetupError(f"--executor {runs_on.name} builds the editor on each worker from its name and options: "
+                         f"give a registered name, module:Class or a class, not an instance ({name})")
+    local = runs_on.name == "local"  # elsewhere the workers build the editor (and run its preflight)
     try:
-        built = preflight(editor_cls, editor_options, judge_objs, name=name, isolate=settings.isolate,
-                          make=None if settings.isolate else make_editor)  # fmt: skip
+        built = preflight(editor_cls if local else None, editor_options, judge_objs, name=name,
+                          isolate=settings.isolate, make=make_editor if local and not settings.isolate else None)
+        runs_on.setup()  # a cluster that is not there stops the run here, before a run directory exists
     except BaseException:
         _close_all(judge_objs)
+        runs_on.close()
         raise
-    assert built is not None
-    editor_obj, described = built
+    editor_obj, described = built if built else (None, editor_config)
     command_line = command_line or " ".join(sys.argv)
     safe = name.replace(":", "-").replace(".", "-")
     run_id = run_name or f"{time.strftime('%Y%m%d-%H%M%S')}-{suite.name}-{safe}-{secrets.token_hex(2)}".replace(
@@ -231,17 +244,24 @@ def start_run(
         "editor": {"name": name, "config": editor_config, "describe": described,
                    "config_hash": config_hash(described)},
         "judges": [describe_judge(j) for j in judge_objs],
+        "executor": runs_on.describe(),
+        "shard": shard,
     }
     try:
         store = RunStore.create(Path(out) / run_id, manifest, suite.sessions, command=command_line)
     except BaseException:
         _close_all(judge_objs, editor_obj)
+        runs_on.close()
         raise
-    return _execute(store, make_editor, judge_objs, settings, built)
+    return _execute(store, (name, editor_config, make_editor), judge_objs, settings, runs_on, built)
 
 
-def resume_run(run_dir: str | Path, progress: bool = True, command_line: str = "") -> RunResult:
+def resume_run(run_dir: str | Path, progress: bool = True, command_line: str = "",
+               executor: ExecutorSpec | None = None) -> RunResult:  # fmt: skip
     """Finish an interrupted run: edit what is missing, judge what is unjudged, export.
+
+    It runs on the executor recorded in the manifest unless ``executor`` says otherwise (e.g. a
+    Ray run finished on one machine); the manifest then lists the executors the run has used.
 
     Takes the run directory's lock (one writer at a time), redoes turns whose stored images are damaged,
     and runs the preflight of whatever still has work (the judges, the editor) before doing any.
@@ -252,6 +272,7 @@ def resume_run(run_dir: str | Path, progress: bool = True, command_line: str = "
     store = RunStore.open(run_dir, write=True, command=command_line)
     built = None
     judges: list[Judge] = []
+    runs_on = None
     try:
         store.repair()
         raw = store.read_manifest()
@@ -268,19 +289,30 @@ def resume_run(run_dir: str | Path, progress: bool = True, command_line: str = "
                     f"Use `micebench score {run_dir} --judge {j.name}` to score with the new version."
                 )
         name, editor_cls, _, make_editor = editor_factory(m.editor.name, m.editor.config)
-        probe = Runner(store, settings)
+        runs_on = make_executor(executor or ExecutorSpec.from_manifest(raw.get("executor")))
+        local = runs_on.name == "local"
+        probe = Runner(store, settings, runs_on)
         editing = probe.edit_todo() > 0
         busy = [j for j in judges if editing or probe.judge_todo(j) > 0]
-        built = preflight(editor_cls if editing else None, m.editor.config, busy, name=name, isolate=settings.isolate,
-                          make=make_editor if editing and not settings.isolate else None)  # fmt: skip
+        built = preflight(editor_cls if editing and local else None, m.editor.config, busy, name=name,
+                          isolate=settings.isolate, make=make_editor if editing and local and not settings.isolate
+                          else None)  # fmt: skip
+        runs_on.setup()
+        now = runs_on.describe()
+        if raw.get("executor") and now != raw["executor"]:
+            store.update_manifest(executor=now, previous_executors=[*raw.get("previous_executors", []),
+                                                                    raw["executor"]])  # fmt: skip
     except BaseException:
         _close_all(judges, built[0] if built else None)
+        if runs_on is not None:
+            runs_on.close()
         store.close()
         raise
-    return _execute(store, make_editor, judges, settings, built)
+    return _execute(store, (m.editor.name, m.editor.config, make_editor), judges, settings, runs_on, built)
 
 
-def score_run(run_dir: str | Path, judges: list[Any], settings: RunSettings, command_line: str = "") -> RunResult:
+def score_run(run_dir: str | Path, judges: list[Any], settings: RunSettings, command_line: str = "",
+              executor: ExecutorSpec | None = None) -> RunResult:  # fmt: skip
     """Score a run's stored images with (other) judges, without editing again. The judges pass the
     preflight before the run directory is touched."""
     from micebench.preflight import preflight
@@ -293,10 +325,12 @@ def score_run(run_dir: str | Path, judges: list[Any], settings: RunSettings, com
         preflight(None, {}, judge_objs)
         entries = [j for j in manifest.get("judges", []) if j["name"] not in {x.name for x in judge_objs}]
         store.update_manifest(judges=entries + [describe_judge(j) for j in judge_objs])
-        runner = Runner(store, settings)
+        runs_on = make_executor(executor)
+        runs_on.setup()
         try:
-            judged = runner.judge(judge_objs)
+            judged = Runner(store, settings, runs_on).judge(judge_objs)
         finally:
+            runs_on.close()
             _close_all(judge_objs)
             judge_objs = []
             export_turn_table(store)
@@ -307,14 +341,15 @@ def score_run(run_dir: str | Path, judges: list[Any], settings: RunSettings, com
     return RunResult(Path(run_dir), edit, judged)
 
 
-def _execute(store: RunStore, make_editor, judges: list[Judge], settings: RunSettings,
-             built: tuple[Editor, dict[str, Any]] | None = None) -> RunResult:
+def _execute(store: RunStore, editor: tuple[str, dict[str, Any], Any], judges: list[Judge], settings: RunSettings,
+             runs_on: Any, built: tuple[Editor, dict[str, Any]] | None = None) -> RunResult:
     """The edit then judge phases on an open, locked store; the store is closed (and unlocked) at the end.
 
-    ``built`` is the (editor, description) the preflight made; without it ``make_editor`` builds one
-    (checked like the preflight does) only if there is something to edit.
+    ``built`` is the (editor, description) the preflight made; without it the executor builds one
+    (``runs_on.make_editor``: here, or on each worker) only if there is something to edit.
     """
-    runner = Runner(store, settings)
+    runner = Runner(store, settings, runs_on)
+    name, options, make_editor = editor
     unused: Editor | None = built[0] if built else None
 
     def build_editor() -> Editor:
@@ -322,9 +357,10 @@ def _execute(store: RunStore, make_editor, judges: list[Judge], settings: RunSet
         if built is not None:
             ed, described = built
         else:
-            from micebench.preflight import build_editor as build
+            from micebench.preflight import checked
 
-            ed, described = build(None, {}, store.read_manifest()["editor"]["name"], make=make_editor)
+            ed = checked(lambda: runs_on.make_editor(name, options, make_editor), f"editor {name}: building it")
+            described = checked(ed.describe, f"editor {name}: describe()")
         # What the editor says about itself joins the manifest; the config hash covers it.
         entry = {**store.read_manifest()["editor"], "describe": described, "config_hash": config_hash(described)}
         store.update_manifest(editor=entry)
@@ -339,6 +375,7 @@ def _execute(store: RunStore, make_editor, judges: list[Judge], settings: RunSet
             if unused is not None:  # built by the preflight, never used: nothing was left to edit
                 close_quietly(unused, f"editor {unused.name}")
             _close_all(judges)
+            runs_on.close()
             # Whatever happened, the table reflects everything recorded so far.
             export_turn_table(store)
         m = store.read_manifest()

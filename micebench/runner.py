@@ -30,7 +30,7 @@ from micebench.editors.base import Editor
 from micebench.errors import SetupError
 from micebench.images import BadImageError, as_rgb_image, load_source
 from micebench.judges.base import Judge
-from micebench.spec import EditRequest, EditResult, Judgement, JudgeRequest, Session
+from micebench.spec import EditRequest, EditResult, Judgement, JudgeRequest, ScoreStatus, Session
 from micebench.store import RunStore, RunStoreError, TurnRecord
 
 
@@ -162,11 +162,16 @@ def _normalise_result(obj: Any) -> EditResult:
 class Runner:
     """Drives one run directory through the edit and judge phases."""
 
-    def __init__(self, store: RunStore, settings: RunSettings) -> None:
+    def __init__(self, store: RunStore, settings: RunSettings, executor: Any = None) -> None:
         self.store = store
         self.settings = settings
         self.edited = 0  # turn records written by this runner
-        self.notes: list[str] = []  # warnings worth keeping (e.g. an editor whose close() raised)
+        if executor is None:
+            from micebench.executors.local import LocalExecutor
+
+            executor = LocalExecutor()
+        # Where editors and judges run (micebench.executors); this object stays the only writer of the store.
+        self.executor = executor
 
     def edit_todo(self) -> int:
         """Turns without a record yet (0 for a run whose edit phase is complete)."""
@@ -180,46 +185,53 @@ class Runner:
 
     # -- edit phase ---------------------------------------------------------------
     def edit(self, editor_factory: Callable[[], Editor]) -> EditSummary:
-        """Edit every pending turn. The editor is built only if there is something to edit."""
+        """Edit every pending turn. The editor is built only if there is something to edit.
+
+        The executor runs :meth:`edit_sessions` (in this thread, or one lane per worker) and
+        hands back each batch's records; they are committed here, as they arrive.
+        """
         sessions = self.store.sessions()
         records = self.store.turn_records()
         total = sum(len(s.turns) for s in sessions)
-        editor: Editor | None = None
         bar = _progress(total, "edit", self.settings.progress)
         bar.update(len(records))
+        stream = self.executor.edit_stream(self, sessions, records, editor_factory)
         try:
-            for t in range(max((len(s.turns) for s in sessions), default=0)):
-                todo: list[Session] = []
-                skipped: list[TurnRecord] = []
-                for s in sessions:
-                    if t >= len(s.turns) or (s.id, t) in records:
-                        continue
-                    prev = records.get((s.id, t - 1)) if t else None
-                    if t == 0 or (prev is not None and prev.status == "ok"):
-                        todo.append(s)
-                    elif prev is not None:
-                        why = f"turn {t} {prev.status}" + (f": {prev.error}" if prev.error else "")
-                        skipped.append(TurnRecord(s.id, t, "skipped", error=why[:500]))
-                if skipped:
-                    self.store.write_turns(skipped)
-                    records.update({(r.session_id, r.turn): r for r in skipped})
-                    self.edited += len(skipped)
-                    bar.update(len(skipped))
-                for batch in _chunks(todo, self.settings.batch_size):
-                    if editor is None:
-                        editor = editor_factory()
-                    new = self._edit_batch(editor, batch, t, records)
-                    self.store.write_turns(new)
-                    records.update({(r.session_id, r.turn): r for r in new})
-                    self.edited += len(new)
-                    bar.update(len(new))
+            for new in stream:
+                self.store.write_turns(new)
+                records.update({(r.session_id, r.turn): r for r in new})
+                self.edited += len(new)
+                bar.update(len(new))
         finally:
+            stream.close()  # now, not at garbage collection: this closes the editor
             bar.close()
-            if editor is not None:
-                note = close_quietly(editor, f"editor {editor.name or type(editor).__name__}")
-                if note:
-                    self.notes.append(note)
         return EditSummary.of(records.values(), total)
+
+    def edit_sessions(
+        self, sessions: Sequence[Session], records: dict[tuple[str, int], TurnRecord], get_editor: Callable[[], Any]
+    ) -> Iterator[list[TurnRecord]]:
+        """Turn-synchronous batches over ``sessions``: yields each batch's new records (skipped
+        turns included) for the caller to commit. ``records`` is this caller's view of the run
+        and is updated here; ``get_editor()`` is called only when there is a batch to edit."""
+        for t in range(max((len(s.turns) for s in sessions), default=0)):
+            todo: list[Session] = []
+            skipped: list[TurnRecord] = []
+            for s in sessions:
+                if t >= len(s.turns) or (s.id, t) in records:
+                    continue
+                prev = records.get((s.id, t - 1)) if t else None
+                if t == 0 or (prev is not None and prev.status == "ok"):
+                    todo.append(s)
+                elif prev is not None:
+                    why = f"turn {t} {prev.status}" + (f": {prev.error}" if prev.error else "")
+                    skipped.append(TurnRecord(s.id, t, "skipped", error=why[:500]))
+            if skipped:
+                yield skipped
+                records.update({(r.session_id, r.turn): r for r in skipped})
+            for batch in _chunks(todo, self.settings.batch_size):
+                new = self._edit_batch(get_editor(), batch, t, records)
+                yield new
+                records.update({(r.session_id, r.turn): r for r in new})
 
     def _edit_batch(
         self, editor: Editor, batch: Sequence[Session], t: int, records: dict[tuple[str, int], TurnRecord]
@@ -325,8 +337,9 @@ class Runner:
     def judge(self, judges: Sequence[Judge]) -> dict[str, int]:
         """Score every successful turn each judge has not scored; returns judgements written per judge.
 
-        Raises :class:`JudgeFailed` at the end when a judge was stopped (see the module docstring);
-        everything the other judges scored is written first.
+        The executor runs :meth:`_judge_batch` (here, or on workers) and hands back each batch's
+        judgements. Raises :class:`JudgeFailed` at the end when a judge was stopped (see the module
+        docstring); everything the other judges scored is written first.
         """
         sessions = {s.id: s for s in self.store.sessions()}
         records = self.store.turn_records()
@@ -338,17 +351,18 @@ class Runner:
             todo = [k for k in ok if k not in done]
             written[judge.name] = 0
             bar = _progress(len(todo), f"judge {judge.name}", self.settings.progress)
+            batches = [[(sessions[sid], t) for sid, t in batch] for batch in _chunks(todo, self.settings.batch_size)]
             streak = _SameFailure(judge.name)
+            stream = self.executor.judge_stream(self, judge, batches, records)
             try:
-                for batch in _chunks(todo, self.settings.batch_size):
-                    items, failures = self._judge_batch(judge, [(sessions[sid], t) for sid, t in batch], records)
-                    for i, (item, why) in enumerate(zip(items, failures, strict=True)):
+                for n_turns, items in stream:
+                    for i, (item, why) in enumerate(_per_turn(items, judge.name)):
                         timed_out = (why or "").startswith("timeout")  # one call for the whole batch
                         streak.add(item, why, 0 if timed_out and i else 1)
                     ready = streak.flush()
                     self.store.write_judgements(judge.key, judge.name, ready)
                     written[judge.name] += len(ready)
-                    bar.update(len(batch))
+                    bar.update(n_turns)
                 rest = streak.flush(final=True)  # fewer same failures than the limit: per-turn problems after all
                 self.store.write_judgements(judge.key, judge.name, rest)
                 written[judge.name] += len(rest)
@@ -356,6 +370,7 @@ class Runner:
                 broken.append(str(e))
                 warn(str(e))
             finally:
+                stream.close()
                 bar.close()
         if broken:
             raise JudgeFailed(
@@ -366,10 +381,11 @@ class Runner:
 
     def _judge_batch(
         self, judge: Judge, batch: list[tuple[Session, int]], records: dict[tuple[str, int], TurnRecord]
-    ) -> tuple[list[list[tuple[str, int, Judgement]]], list[str | None]]:
-        """Per turn of the batch: its judgements, and why the judge call failed for it (None if it did not)."""
+    ) -> list[tuple[str, int, Judgement]]:
+        """The batch's judgements (one per metric and turn). A failed call is recorded as unscored with a
+        reason :func:`_per_turn` recognises; a failure about the judge itself raises :class:`JudgeFailed`."""
         requests = []
-        unreadable: list[list[tuple[str, int, Judgement]]] = []
+        unreadable: list[tuple[str, int, Judgement]] = []
         kept: list[tuple[Session, int]] = []
         for s, t in batch:
             src_hash = records[(s.id, 0)].input_hash or ""
@@ -387,14 +403,14 @@ class Runner:
                     output_hashes=out_hashes,
                 )
             except RunStoreError as e:
-                unreadable.append([(s.id, t, Judgement.unscored(m, f"image unreadable: {e}", judge=judge.name))
-                                   for m in judge.metric_names])  # fmt: skip
+                unreadable += [(s.id, t, Judgement.unscored(m, f"image unreadable: {e}", judge=judge.name))
+                               for m in judge.metric_names]  # fmt: skip
                 continue
             requests.append(req)
             kept.append((s, t))
         batch = kept
         if not requests:
-            return unreadable, [None] * len(unreadable)
+            return unreadable
         timeout = self.settings.judge_timeout * len(requests) if self.settings.judge_timeout else None
         results, failure = _call_judge(judge, requests, timeout)
         if failure is not None and len(requests) > 1 and not failure.startswith("timeout"):
@@ -406,8 +422,7 @@ class Runner:
                 raise JudgeFailed(f"judge {judge.name} failed on all {len(requests)} turns of a batch the same "
                                   f"way: {failure}")  # fmt: skip
             failure = None
-        items: list[list[tuple[str, int, Judgement]]] = []
-        failures: list[str | None] = []
+        items: list[tuple[str, int, Judgement]] = []
         for i, (s, t) in enumerate(batch):
             got: dict[str, Judgement] = {}
             why = failure
@@ -415,7 +430,6 @@ class Runner:
                 why = results[i]
             elif results is not None and isinstance(results[i], (list, tuple)):
                 got = {j.metric: j for j in results[i] if isinstance(j, Judgement)}
-            row = []
             for metric in judge.metric_names or tuple(got):
                 j = got.get(metric)
                 if j is None:
@@ -423,10 +437,25 @@ class Runner:
                 j = _finite(j)
                 if not j.judge:
                     j = j.model_copy(update={"judge": judge.name})
-                row.append((s.id, t, j))
-            items.append(row)
-            failures.append(why)
-        return items + unreadable, failures + [None] * len(unreadable)
+                items.append((s.id, t, j))
+        return items + unreadable
+
+
+def _per_turn(items: list[tuple[str, int, Judgement]], judge_name: str
+              ) -> list[tuple[list[tuple[str, int, Judgement]], str | None]]:  # fmt: skip
+    """Group a batch's judgements by turn, with the reason the judge *call* failed for that turn (every
+    judgement unscored with one reason written by :func:`_call_judge`), else None."""
+    turns: dict[tuple[str, int], list[tuple[str, int, Judgement]]] = {}
+    for item in items:
+        turns.setdefault((item[0], item[1]), []).append(item)
+    call_failure = (f"judge {judge_name} failed: ", f"timeout: judge {judge_name} ", f"judge {judge_name} returned ")
+    out = []
+    for group in turns.values():
+        reasons = {j.reason for _, _, j in group if j.status == ScoreStatus.unscored}
+        failed = len(reasons) == 1 and all(j.status == ScoreStatus.unscored for _, _, j in group)
+        why = next(iter(reasons)) if failed else None
+        out.append((group, why if why and why.startswith(call_failure) else None))
+    return out
 
 
 class _SameFailure:

@@ -19,9 +19,11 @@ def test_import_and_help_do_not_import_torch():
         "from click.testing import CliRunner\n"
         "r = CliRunner().invoke(micebench.cli.main, ['--help'])\n"
         "assert r.exit_code == 0, r.output\n"
-        "r = CliRunner().invoke(micebench.cli.main, ['run', '--help'])\n"
-        "assert r.exit_code == 0, r.output\n"
-        "heavy = [m for m in ('torch', 'transformers', 'open_clip', 'torchvision') if m in sys.modules]\n"
+        "for cmd in ('run', 'merge', 'export'):\n"
+        "    r = CliRunner().invoke(micebench.cli.main, [cmd, '--help'])\n"
+        "    assert r.exit_code == 0, r.output\n"
+        "heavy = [m for m in ('torch', 'transformers', 'open_clip', 'torchvision', 'ray', 'datasets')\n"
+        "         if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

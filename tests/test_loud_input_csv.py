@@ -17,12 +17,12 @@ from micebench import csvsafe
 from micebench.cli import main
 
 try:  # the results package of issue 13 (another branch) moved these; this test runs before and after
-    from micebench.results import leaderboard
-
     from micebench import open_run
+    from micebench.results import leaderboard
 except ImportError:
-    from micebench import leaderboard
     from micebench.tables import load_run as open_run
+
+    from micebench import leaderboard
 
 EVIL = ["=HYPERLINK(\"http://x\",\"y\")", "+cmd|' /C calc'!A0", "-2+3+cmd|' /C calc'!A0", "@SUM(1,2)",
         "\t=1+1", "\r=1+1", "'=already quoted", "''-x", "-", "=", "-inf-ish"]  # fmt: skip

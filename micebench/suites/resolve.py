@@ -1,5 +1,5 @@
-"""Turn a ``--suite`` argument into sessions: a registered name, a YAML file, a JSONL file or a
-folder holding ``test_metadata.jsonl``."""
+"""Turn a ``--suite`` argument into sessions: a registered name, a YAML file, a JSONL file, a
+folder holding ``test_metadata.jsonl``, or ``hf:NAME_OR_PATH`` (a Hugging Face dataset)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,10 @@ def load_suite(spec: str, options: dict[str, Any] | None = None, image_root: Pat
                check_images: bool = True, seed: int | None = None) -> SuiteData:
     """Load ``spec``; ``seed`` fills a registered suite's ``seed`` option unless ``options`` sets it."""
     options = dict(options or {})
+    if spec.startswith("hf:"):  # a Hugging Face dataset (local folder or hub name); images travel inside it
+        from micebench.suites.hf import load_hf_suite
+
+        return load_hf_suite(spec, options)
     path = Path(spec)
     looks_like_path = path.suffix in (".yaml", ".yml", ".jsonl") or "/" in spec or path.exists()
     if looks_like_path:
