@@ -76,6 +76,27 @@ def test_synth_suite_round_trips_with_its_ground_truth(tmp_path):
         [s.model_dump(exclude={"source_image"}) for s in synth.sessions]
 
 
+@needs_mice
+def test_hf_suite_resize_option_matches_the_mice_suites(mice_images, tmp_path):
+    """`-S resize=` on hf: gives the same sessions as the same option on the mice suite (default: what the
+    rows carry, which for a MICE export is upstream's 512 x 512)."""
+    from micebench.images import load_source
+
+    r = CliRunner().invoke(main, ["export", "mice", "-S", f"root={MICE_DIR}", "-S", "subset=cm", "--image-root",
+                                  str(mice_images), "--to", str(tmp_path / "cm-hf")])
+    assert r.exit_code == 0, r.output
+    hf_default = load_suite(f"hf:{tmp_path / 'cm-hf'}")
+    assert {tuple(s.metadata["source_resize"]) for s in hf_default.sessions} == {(512, 512)}
+    for value, size in (("none", (28, 20)), ("64", (64, 64))):
+        jsonl = load_suite("mice", {"root": str(MICE_DIR), "subset": "cm", "resize": value}, image_root=mice_images)
+        hf = load_suite(f"hf:{tmp_path / 'cm-hf'}", {"resize": value})
+        assert hf.digest() == jsonl.digest(), value
+        assert hf.options["resize"] == jsonl.options["resize"]
+        assert load_source(hf.sessions[0]).size == size
+    with pytest.raises(SuiteError, match="resize='big'"):
+        load_suite(f"hf:{tmp_path / 'cm-hf'}", {"resize": "big"})
+
+
 def _bad_dataset(tmp_path: Path, **changes) -> str:
     img = Image.new("RGB", (8, 8), (1, 2, 3))
     import io

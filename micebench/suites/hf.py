@@ -38,18 +38,51 @@ DERIVED_TURN_METADATA = ("invalid", "available_objects")
 
 def load_hf_suite(spec: str, options: dict[str, Any] | None = None) -> SuiteData:
     """Load ``hf:NAME_OR_PATH``; options: ``split``, ``subset`` (when the rows have no subset column),
-    ``name`` (suite name when the rows do not carry one)."""
+    ``name`` (suite name when the rows do not carry one), ``resize`` (``N`` or ``none``: the source resize that
+    the ``mice`` suite applies, overriding what the rows carry; a MICE export carries the 512 x 512 of upstream)."""
     options = dict(options or {})
     target = spec[len(PREFIX):] if spec.startswith(PREFIX) else spec
     split = options.pop("split", None)
     subset_opt = options.pop("subset", None)
     name_opt = options.pop("name", None)
+    resize = _resize_option(options.pop("resize"), spec) if "resize" in options else _KEEP
     if options:
-        raise SuiteError(f"{spec}: suite options {sorted(options)} are not understood (known: split, subset, name)")
+        raise SuiteError(f"{spec}: suite options {sorted(options)} are not understood "
+                         f"(known: split, subset, name, resize)")
     if not target:
         raise SuiteError("--suite hf:NAME_OR_PATH: give a dataset folder or a hub name after 'hf:'")
     ds, split = _open(target, split, spec)
-    return _sessions(ds, spec, split, subset_opt, name_opt)
+    suite = _sessions(ds, spec, split, subset_opt, name_opt)
+    return suite if resize is _KEEP else _with_resize(suite, resize)
+
+
+_KEEP = object()
+
+
+def _resize_option(value: Any, spec: str) -> int | None:
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "off", "false", "no")):
+        return None
+    try:
+        side = int(value)
+    except (TypeError, ValueError):
+        side = 0
+    if side < 16 or str(side) != str(value).strip():
+        raise SuiteError(f"{spec}: -S resize={value!r}: give a side length of at least 16, or none")
+    return side
+
+
+def _with_resize(suite: SuiteData, resize: int | None) -> SuiteData:
+    """The same sessions with every source resized to ``resize`` x ``resize`` (None: as stored)."""
+    from micebench.suites.mice_jsonl import resize_options
+
+    sessions = []
+    for s in suite.sessions:
+        meta = {k: v for k, v in (s.metadata or {}).items() if k != "source_resize"}
+        if resize is not None:
+            meta["source_resize"] = [resize, resize]
+        sessions.append(s.model_copy(update={"metadata": meta}))
+    return SuiteData(name=suite.name, version=suite.version, sessions=tuple(sessions), source=suite.source,
+                     options={**suite.options, **resize_options(resize)})
 
 
 # -- opening ------------------------------------------------------------------------------
