@@ -125,6 +125,21 @@ def _rows(kind: str) -> list[tuple[str, str]]:
     return out
 
 
+# The module that tells whether an extra is installed.
+EXTRA_MODULES = {"models": "torch", "diffusers": "diffusers", "api": "httpx", "vlm": "httpx", "ray": "ray",
+                 "hf": "datasets"}
+
+
+def _check_extra(need: str) -> str:
+    """``extra NAME`` -> the same text, with ``missing: ...`` and the install command when it is absent."""
+    words = need.split()
+    if len(words) == 2 and words[0] == "extra" and words[1] in EXTRA_MODULES:
+        module = EXTRA_MODULES[words[1]]
+        if importlib.util.find_spec(module) is None:
+            return f"{need}; missing: {module} (pip install 'micebench[{words[1]}]')"
+    return need
+
+
 def _needs(cls: Any) -> list[str]:
     req = getattr(cls, "requirements", None)
     if callable(req):
@@ -142,6 +157,9 @@ def _needs(cls: Any) -> list[str]:
             lines += [f"{k}: {v}" for k, v in got.items() if k not in ("packages", "extra") and v]
             return lines
         return [str(x) for x in got]
+    declared = getattr(cls, "needs", None)
+    if declared is not None:  # the one-line needs an editor declares for `micebench list editors`
+        return [_check_extra(str(n)) for n in declared] or ["nothing beyond micebench"]
     fields = getattr(getattr(cls, "Config", None), "model_fields", {})
     paths = [f"{n}=" + ("(required)" if f.is_required() else str(f.default)) for n, f in fields.items()
              if n in ("weights", "checkpoint", "root") or n.endswith(("_path", "_url"))]  # fmt: skip

@@ -20,7 +20,7 @@ def test_doctor_checks_the_machine_and_lists_every_adapter(monkeypatch, tmp_path
             assert f"{kind[:-1]} {name}:" in r.output
     assert "judge clip: packages torch, open_clip" in r.output and "-J checkpoint=FILE" in r.output
     assert "editor edit-r2: packages torch, safetensors" in r.output and "-M weights=DIR" in r.output
-    assert "editor replay: options: root=(required)" in r.output  # no requirements(): its path options
+    assert "editor replay: the images, made elsewhere" in r.output  # no requirements(): its declared needs
     assert "editor identity: nothing beyond micebench" in r.output
 
 
@@ -53,3 +53,22 @@ def test_doctor_tolerates_adapters_that_break(monkeypatch):
     assert "editor listed: a GPU with 80 GB; the moon" in r.output
     assert "missing  editor needy: packages no_such_module_xyz; missing: no_such_module_xyz (pip install" in r.output
     assert "FAIL     editor gone: cannot be imported from nowhere:Thing" in r.output
+
+
+def test_doctor_reads_declared_needs_and_flags_a_missing_extra(monkeypatch):
+    from micebench import cli_doctor
+
+    class Declared:
+        needs = ("extra diffusers", "a GPU for real models")
+
+    class Nothing:
+        needs = ()
+
+    rows = {"editors": [("declared", "x:Declared"), ("nothing", "x:Nothing")], "judges": []}
+    monkeypatch.setattr(registry, "describe", lambda kind: rows[kind])
+    monkeypatch.setattr(registry, "load", lambda kind, name: {"declared": Declared, "nothing": Nothing}[name])
+    monkeypatch.setitem(cli_doctor.EXTRA_MODULES, "diffusers", "no_such_module_xyz")
+    r = CliRunner().invoke(main, ["doctor"])
+    assert "missing  editor declared: extra diffusers; missing: no_such_module_xyz (pip install " \
+           "'micebench[diffusers]'); a GPU for real models" in r.output
+    assert "editor nothing: nothing beyond micebench" in r.output
