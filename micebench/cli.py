@@ -64,6 +64,20 @@ def main() -> None:
       micebench run --suite synth --model synth-context
     Then look at the per-turn table in runs/<run_id>/turns.csv.
     """
+    import warnings
+
+    warnings.showwarning = _show_warning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """micebench's own warnings (e.g. "IC-CoT uses the paraphrase") as one console line; others as Python prints
+    them."""
+    if issubclass(category, UserWarning) and f"{Path('micebench')}" in str(filename):
+        click.secho(f"warning: {message}", fg="yellow", err=True)
+    else:
+        import warnings
+
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
 def _pairs(values: tuple[str, ...], flag: str) -> dict[str, Any]:

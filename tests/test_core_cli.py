@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -93,3 +94,13 @@ def test_run_exit_code_and_outputs(tmp_path):
                            "--no-judge", "--out", str(out), "-q"], capture_output=True, text=True, env=env)
     assert proc.returncode == 1, proc.stderr + proc.stdout
     assert "error 1" in proc.stdout and "skipped 2" in proc.stdout
+
+
+def test_micebench_warnings_print_as_one_console_line(capsys):
+    from micebench.cli import _show_warning
+
+    _show_warning(UserWarning("IC-CoT uses the paraphrase"), UserWarning, str(Path("x/micebench/evaluate.py")), 3)
+    _show_warning(DeprecationWarning("old API"), DeprecationWarning, "/lib/other.py", 7)
+    err = capsys.readouterr().err
+    assert "warning: IC-CoT uses the paraphrase\n" in err
+    assert "/lib/other.py:7: DeprecationWarning: old API" in err
