@@ -113,22 +113,8 @@ class RayEditorPool:
 
     def __init__(self, spec: ExecutorSpec, name: str, options: dict[str, Any], n: int,
                  turn_timeout: float | None) -> None:
-        cls = ray.remote(_EditorWorker).options(
-            num_cpus=spec.cpus_per_worker, num_gpus=spec.gpus_per_worker,
-            max_restarts=MAX_RESTARTS, max_task_retries=MAX_TASK_RETRIES,
-        )
-        self.actors = [cls.remote(name, options) for _ in range(n)]
+        self.actors, ready = _start_actors(_EditorWorker, (name, options), n, spec, f"editor {name!r}")
         self.lanes = [_EditorLane(a, turn_timeout) for a in self.actors]
-        try:
-            ready = _await_ready(self.actors, f"editor {name!r}", spec)
-        except RayTaskError as e:
-            self.close()
-            cause = e.cause if isinstance(e.cause, BaseException) else e
-            raise SetupError(f"editor {name!r} could not be built on a Ray worker: "
-                             f"{type(cause).__name__}: {_first_line(cause)}") from None
-        except ray.exceptions.RayActorError as e:
-            self.close()
-            raise SetupError(f"editor {name!r} could not be built on a Ray worker: {_actor_failure(e)}") from None
         self.pids = [pid for pid, _ in ready]
         self._describe = ready[0][1]
 
@@ -157,21 +143,7 @@ class _JudgeLane:
 class RayJudgePool:
     def __init__(self, spec: ExecutorSpec, judge: Any, n: int) -> None:
         options = judge.config.model_dump(mode="python")
-        cls = ray.remote(_JudgeWorker).options(
-            num_cpus=spec.cpus_per_worker, num_gpus=spec.gpus_per_worker,
-            max_restarts=MAX_RESTARTS, max_task_retries=MAX_TASK_RETRIES,
-        )
-        self.actors = [cls.remote(judge.name, options) for _ in range(n)]
-        try:
-            ready = _await_ready(self.actors, f"judge {judge.name!r}", spec)
-        except RayTaskError as e:
-            self.close()
-            cause = e.cause if isinstance(e.cause, BaseException) else e
-            raise SetupError(f"judge {judge.name!r} could not be built on a Ray worker: "
-                             f"{type(cause).__name__}: {_first_line(cause)}") from None
-        except ray.exceptions.RayActorError as e:
-            self.close()
-            raise SetupError(f"judge {judge.name!r} could not be built on a Ray worker: {_actor_failure(e)}") from None
+        self.actors, ready = _start_actors(_JudgeWorker, (judge.name, options), n, spec, f"judge {judge.name!r}")
         for _, key in ready:
             if key != judge.key:
                 self.close()
@@ -183,6 +155,26 @@ class RayJudgePool:
     def close(self) -> None:
         _close_actors(self.actors)
         self.actors = []
+
+
+def _start_actors(worker: type, args: tuple, n: int, spec: ExecutorSpec, what: str) -> tuple[list, list]:
+    """Start ``n`` restartable actors of ``worker(*args)`` and wait until each is built; one that cannot be
+    built closes them all and is a SetupError naming ``what``."""
+    cls = ray.remote(worker).options(
+        num_cpus=spec.cpus_per_worker, num_gpus=spec.gpus_per_worker,
+        max_restarts=MAX_RESTARTS, max_task_retries=MAX_TASK_RETRIES,
+    )
+    actors = [cls.remote(*args) for _ in range(n)]
+    try:
+        return actors, _await_ready(actors, what, spec)
+    except RayTaskError as e:
+        _close_actors(actors)
+        cause = e.cause if isinstance(e.cause, BaseException) else e
+        raise SetupError(f"{what} could not be built on a Ray worker: "
+                         f"{type(cause).__name__}: {_first_line(cause)}") from None
+    except ray.exceptions.RayActorError as e:
+        _close_actors(actors)
+        raise SetupError(f"{what} could not be built on a Ray worker: {_actor_failure(e)}") from None
 
 
 def _await_ready(actors: list, what: str, spec: ExecutorSpec) -> list:
