@@ -31,3 +31,16 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords and not gpu:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture
+def server():
+    """A threaded HTTP server on 127.0.0.1 (pytest-httpserver) for API backends; stopped after the test."""
+    from pytest_httpserver import HTTPServer
+
+    s = HTTPServer(host="127.0.0.1", threaded=True)
+    s.start()
+    yield s
+    s.clear()
+    if s.is_running():
+        s.stop()

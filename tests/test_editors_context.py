@@ -12,20 +12,9 @@ import pandas as pd
 import pytest
 from editor_fixtures import ChatScript, request, same_pixels, suite
 from PIL import Image
-from pytest_httpserver import HTTPServer
 
 from micebench.editors.context import ContextOptions, SessionContext, turn_seed
 from micebench.errors import SetupError
-
-
-@pytest.fixture
-def server():
-    s = HTTPServer(host="127.0.0.1", threaded=True)
-    s.start()
-    yield s
-    s.clear()
-    if s.is_running():
-        s.stop()
 
 
 def ctx(**opts) -> SessionContext:

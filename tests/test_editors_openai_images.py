@@ -14,7 +14,6 @@ import pandas as pd
 import pytest
 from editor_fixtures import picture, request, same_pixels, suite
 from PIL import Image
-from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from micebench.editors.base import create_editor
@@ -23,16 +22,6 @@ from micebench.errors import SetupError
 pytest.importorskip("httpx")
 
 KEY = "sk-test-9f3a1c77e2b04d5d-never-stored"
-
-
-@pytest.fixture
-def server():
-    s = HTTPServer(host="127.0.0.1", threaded=True)
-    s.start()
-    yield s
-    s.clear()
-    if s.is_running():
-        s.stop()
 
 
 @pytest.fixture(autouse=True)

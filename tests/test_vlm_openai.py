@@ -13,20 +13,9 @@ import time
 
 import pytest
 from judge_fixtures import solid
-from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from micebench.judges.backends.vlm import OpenAIChatVLM, RequestCache, VLMError
-
-
-@pytest.fixture
-def server():
-    s = HTTPServer(host="127.0.0.1", threaded=True)
-    s.start()
-    yield s
-    s.clear()
-    if s.is_running():
-        s.stop()
 
 
 def completion(text: str, finish: str = "stop") -> str:

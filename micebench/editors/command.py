@@ -117,13 +117,7 @@ class CommandEditor(Editor):
         if not self._ready:
             self.preflight()
         plans = self.context.plan(requests)
-        results: list[EditResult | None] = [None] * len(requests)
-        todo = []
-        for i, p in enumerate(plans):
-            if p.error is not None:
-                results[i] = EditResult(error=p.error, extra=p.extra)
-            else:
-                todo.append(i)
+        results, todo = self.context.split(plans)
         n = self.config.max_batch or len(todo) or 1
         for k in range(0, len(todo), n):
             group = todo[k : k + n]

@@ -34,7 +34,7 @@ from pydantic import Field
 
 from micebench.editors.base import EditorConfig
 from micebench.errors import SetupError
-from micebench.spec import EditRequest
+from micebench.spec import EditRequest, EditResult
 
 CONTEXT_MODES = ("chain", "concat", "multi-image", "ic-cot")
 
@@ -250,6 +250,18 @@ class SessionContext:
         return out
 
     # -- planning ----------------------------------------------------------------------------
+    @staticmethod
+    def split(plans: list[TurnPlan]) -> tuple[list[Any], list[int]]:
+        """Results with an error row already in place for every plan that failed, and the indices still to edit."""
+        results: list[Any] = [None] * len(plans)
+        todo = []
+        for i, p in enumerate(plans):
+            if p.error is not None:
+                results[i] = EditResult(error=p.error, extra=p.extra)
+            else:
+                todo.append(i)
+        return results, todo
+
     def plan(self, requests: list[EditRequest]) -> list[TurnPlan]:
         """One plan per request, in order; ic-cot questions go to the VLM concurrently."""
         if self.mode != "ic-cot":

@@ -333,13 +333,7 @@ class DiffusersEditor(Editor):
         assert r is not None
         plans = self.context.plan(requests)
         seeds = [turn_seed(self.config.seed, q.session.id, q.turn_index) for q in requests]
-        results: list[EditResult | None] = [None] * len(requests)
-        todo = []
-        for i, p in enumerate(plans):
-            if p.error is not None:
-                results[i] = EditResult(error=p.error, extra=p.extra)
-            else:
-                todo.append(i)
+        results, todo = self.context.split(plans)
         for group in self._groups(todo, plans, r):
             start = time.perf_counter()
             try:
